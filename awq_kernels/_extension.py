@@ -1,0 +1,34 @@
+"""Loading of the compiled extensions, once, with their shape functions registered."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import torch
+
+from awq_kernels import _meta
+
+EXTENSIONS = ("awq_inference_engine", "ft_attention")
+
+
+@functools.lru_cache(maxsize=None)
+def load(namespace: str) -> torch._ops._OpNamespace:
+    """Import `awq_kernels._<namespace>` (registering its ops) and return `torch.ops.<namespace>`."""
+    if namespace not in EXTENSIONS:
+        raise ValueError(f"unknown extension {namespace!r}; expected one of {EXTENSIONS}")
+    try:
+        importlib.import_module(f"awq_kernels._{namespace}")
+    except ImportError as exc:
+        raise ImportError(
+            f"the compiled extension awq_kernels._{namespace} could not be loaded ({exc}). "
+            "Run `awq-kernels doctor` to see what is wrong with this installation."
+        ) from exc
+    _meta.register(namespace)
+    return getattr(torch.ops, namespace)
+
+
+def build_info(namespace: str) -> dict[str, str]:
+    """What the extension was compiled with: cuda_runtime, archs, bf16."""
+    text = load(namespace).build_info()
+    return dict(item.split("=", 1) for item in text.split(";"))
