@@ -12,7 +12,7 @@ from awq_kernels import _meta
 EXTENSIONS = ("awq_inference_engine", "ft_attention")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(namespace: str) -> torch._ops._OpNamespace:
     """Import `awq_kernels._<namespace>` (registering its ops) and return `torch.ops.<namespace>`."""
     if namespace not in EXTENSIONS:

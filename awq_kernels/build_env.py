@@ -202,7 +202,7 @@ def find_cuda_toolkit(
     )
 
 
-def _make_toolkit(home: Path, include_dirs: list[Path], cudart: tuple[Path, str] | None, how: str, run) -> CudaToolkit:
+def _make_toolkit(home: Path, include_dirs: list[Path], cudart: tuple[Path, str] | None, how: str, run: Callable[..., subprocess.CompletedProcess]) -> CudaToolkit:
     assert cudart is not None
     nvcc = home / "bin" / "nvcc"
     return CudaToolkit(

@@ -1,0 +1,26 @@
+"""Helpers for kernel tests: error norms and output poisoning."""
+
+from __future__ import annotations
+
+import torch
+
+
+def relerr(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """||actual - expected|| / ||expected|| in float64; NaN anywhere gives inf."""
+    a = actual.detach().double().cpu()
+    e = expected.detach().double().cpu()
+    assert a.shape == e.shape, f"shape {tuple(a.shape)} != {tuple(e.shape)}"
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - e).norm() / e.norm().clamp_min(1e-30)).item()
+
+
+def poison(t: torch.Tensor) -> torch.Tensor:
+    """Fill an output with NaN (floats) or a sentinel (ints) so unwritten elements are caught."""
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    return t.fill_(torch.iinfo(t.dtype).min if t.dtype != torch.bool else True)
+
+
+def poisoned_empty(*shape: int, dtype: torch.dtype, device: str = "cuda") -> torch.Tensor:
+    return poison(torch.empty(*shape, dtype=dtype, device=device))
