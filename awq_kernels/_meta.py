@@ -13,8 +13,47 @@ def _layernorm_forward_cuda(input: torch.Tensor, gamma: torch.Tensor, out: torch
     return None
 
 
+def _gemm_forward_cuda(
+    in_feats: torch.Tensor, kernel: torch.Tensor, scaling_factors: torch.Tensor, zeros: torch.Tensor,
+    group_size: int, split_k_iters: int,
+) -> torch.Tensor:
+    return in_feats.new_empty((in_feats.shape[0], kernel.shape[0]))
+
+
+def _gemv_forward_cuda(
+    in_feats: torch.Tensor, kernel: torch.Tensor, scaling_factors: torch.Tensor, zeros: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    return in_feats.new_empty((in_feats.shape[0], kernel.shape[0]))
+
+
+def _gemm_forward_cuda_new(
+    in_feats: torch.Tensor, kernel: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor
+) -> torch.Tensor:
+    return in_feats.new_empty((*in_feats.shape[:-1], 4 * kernel.shape[0]))
+
+
+def _gemv_forward_cuda_new(
+    in_feats: torch.Tensor, kernel: torch.Tensor, scaling_factors: torch.Tensor, zeros: torch.Tensor,
+    m: int, n: int, k: int, group_size: int,
+) -> torch.Tensor:
+    return in_feats.new_empty((*in_feats.shape[:-1], n))
+
+
+def _awq_w4a16_gemm(
+    in_feats: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, layout: str,
+    group_size: int, kernel: str = "auto",
+) -> torch.Tensor:
+    n = 4 * qweight.shape[0] if layout == "v2" else qweight.shape[0]
+    return in_feats.new_empty((*in_feats.shape[:-1], n))
+
+
 _AWQ_INFERENCE_ENGINE = {
     "layernorm_forward_cuda": _layernorm_forward_cuda,
+    "gemm_forward_cuda": _gemm_forward_cuda,
+    "gemv_forward_cuda": _gemv_forward_cuda,
+    "gemm_forward_cuda_new": _gemm_forward_cuda_new,
+    "gemv_forward_cuda_new": _gemv_forward_cuda_new,
+    "awq_w4a16_gemm": _awq_w4a16_gemm,
 }
 
 _FT_ATTENTION: dict = {}

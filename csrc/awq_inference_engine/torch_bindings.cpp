@@ -14,6 +14,7 @@
 
 #include "common/build_info.h"
 #include "layernorm/layernorm.h"
+#include "w4a16/w4a16.h"
 
 AWQ_PYTHON_MODULE(_awq_inference_engine)
 
@@ -28,6 +29,8 @@ TORCH_LIBRARY(awq_inference_engine, m) {
   m.def("gemm_forward_cuda_new(Tensor in_feats, Tensor kernel, Tensor scales, Tensor zeros) -> Tensor");
   m.def("gemv_forward_cuda_new(Tensor in_feats, Tensor kernel, Tensor scaling_factors, Tensor zeros, int m, int n, "
         "int k, int group_size) -> Tensor");
+  m.def("awq_w4a16_gemm(Tensor in_feats, Tensor qweight, Tensor scales, Tensor zeros, str layout, int group_size, "
+        "str kernel=\"auto\") -> Tensor");
   m.def("rotary_embedding_neox(Tensor positions, Tensor(a!) query, Tensor(b!) key, int head_size, "
         "Tensor cos_sin_cache) -> ()");
   m.def("single_query_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, "
@@ -49,6 +52,11 @@ namespace {
 
 void register_impls(torch::Library& m) {
   m.impl("layernorm_forward_cuda", &awq::layernorm_forward_cuda);
+  m.impl("gemm_forward_cuda", &awq::gemm_forward_cuda);
+  m.impl("gemv_forward_cuda", &awq::gemv_forward_cuda);
+  m.impl("gemm_forward_cuda_new", &awq::gemm_forward_cuda_new);
+  m.impl("gemv_forward_cuda_new", &awq::gemv_forward_cuda_new);
+  m.impl("awq_w4a16_gemm", &awq::awq_w4a16_gemm);
 }
 
 }  // namespace

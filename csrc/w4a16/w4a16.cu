@@ -1,0 +1,346 @@
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <string>
+
+#include "common/checks.h"
+#include "common/dispatch.h"
+#include "w4a16/gemv.cuh"
+#include "w4a16/mma_gemm.cuh"
+#include "w4a16/w4a16.h"
+
+namespace awq {
+namespace {
+
+using w4a16::Layout;
+
+enum class KernelChoice { kAuto, kGemv, kMma, kPortable };
+
+// Rows of activations up to which "auto" takes the CUDA-core GEMV on tensor-core devices.
+constexpr int64_t kGemvMaxRows = 3;
+
+// Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
+int64_t zeros_width(int64_t k, int64_t group_size) {
+  const int64_t mult = group_size >= 128 ? 1 : (group_size == 64 ? 2 : 4);
+  const int64_t words = (k / group_size + 7) / 8;
+  return (words + mult - 1) / mult * mult;
+}
+
+int log2_exact(int64_t v) {
+  int s = 0;
+  while ((int64_t{1} << s) < v) ++s;
+  return s;
+}
+
+// A validated call: the activations as [M, K], the weight, and the output's leading shape.
+struct Problem {
+  Layout layout;
+  at::Tensor x;  // [M, K], contiguous
+  const at::Tensor* qweight;
+  const at::Tensor* scales;
+  const at::Tensor* zeros;
+  int64_t m, n, k, group_size;
+  int64_t scale_stride, zero_stride;
+};
+
+void check_group_size_common(const ArgChecker& c, int64_t k, int64_t group_size) {
+  c.check(k > 0 && k % group_size == 0, "in_features K = ", k, " must be a positive multiple of group_size ",
+          group_size);
+  c.check(k <= (int64_t{1} << 30), "in_features K = ", k, " is too large");
+}
+
+void check_activations(const ArgChecker& c, const at::Tensor& x, const char* name) {
+  c.dtype_in(x, name, {at::kHalf, at::kBFloat16});
+  c.min_dim(x, name, 1);
+  c.contiguous(x, name);
+}
+
+// Format C: qweight int16 [N/4, K], scales and scaled zeros [Gp or K/G, N] in the activation dtype.
+Problem validate_v2(const ArgChecker& c, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
+                    const at::Tensor& zeros, int64_t group_size, const char* x_name, const char* q_name,
+                    const char* s_name, const char* z_name) {
+  check_activations(c, x, x_name);
+  const int64_t k = x.size(-1);
+  c.dtype(qweight, q_name, at::kShort);
+  c.dim(qweight, q_name, 2);
+  c.contiguous(qweight, q_name);
+  c.check(qweight.size(0) > 0 && qweight.size(1) == k, "argument '", q_name, "' must have shape [N/4, K] with K = ",
+          k, " (the last dim of '", x_name, "'), got ", qweight.sizes());
+  const int64_t n = 4 * qweight.size(0);
+  check_group_size_common(c, k, group_size);
+  c.check(k % 64 == 0, "in_features K = ", k, " must be a multiple of 64 for the v2 layout");
+  c.check(n <= (int64_t{1} << 30), "out_features N = ", n, " is too large");
+  const int64_t groups = k / group_size;
+  const int64_t padded = 8 * zeros_width(k, group_size);
+  for (const auto& [t, name] : {std::pair{&scales, s_name}, std::pair{&zeros, z_name}}) {
+    c.same_dtype(*t, name, x, x_name);
+    c.dim(*t, name, 2);
+    c.check((t->size(0) == padded || t->size(0) == groups) && t->size(1) == n, "argument '", name,
+            "' must have shape [Gp, N] = [", padded, ", ", n, "] (or [K/G, N] = [", groups, ", ", n,
+            "]) for K = ", k, ", G = ", group_size, ", got ", t->sizes());
+    c.contiguous(*t, name);
+  }
+  return Problem{Layout::kV2, x, &qweight, &scales, &zeros, x.numel() / k, n, k, group_size, n, n};
+}
+
+// Format B: qweight int32 [N, K/8], scales [N, Gp or K/G] in the activation dtype, qzeros int32
+// [N, Zw or ceil(K/G/8)].
+Problem validate_v1(const ArgChecker& c, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
+                    const at::Tensor& qzeros, int64_t group_size, const char* x_name, const char* q_name,
+                    const char* s_name, const char* z_name) {
+  check_activations(c, x, x_name);
+  const int64_t k = x.size(-1);
+  c.dtype(qweight, q_name, at::kInt);
+  c.dim(qweight, q_name, 2);
+  c.contiguous(qweight, q_name);
+  c.check(qweight.size(0) > 0 && qweight.size(1) * 8 == k, "argument '", q_name,
+          "' must have shape [N, K/8] with K = ", k, " (the last dim of '", x_name, "'), got ", qweight.sizes());
+  const int64_t n = qweight.size(0);
+  check_group_size_common(c, k, group_size);
+  c.check(n <= (int64_t{1} << 30), "out_features N = ", n, " is too large");
+  const int64_t groups = k / group_size;
+  const int64_t zw = zeros_width(k, group_size);
+  c.same_dtype(scales, s_name, x, x_name);
+  c.dim(scales, s_name, 2);
+  c.check(scales.size(0) == n && (scales.size(1) == 8 * zw || scales.size(1) == groups), "argument '", s_name,
+          "' must have shape [N, 8*Zw] = [", n, ", ", 8 * zw, "] (or [N, K/G] = [", n, ", ", groups,
+          "]) for K = ", k, ", G = ", group_size, ", got ", scales.sizes());
+  c.contiguous(scales, s_name);
+  c.dtype(qzeros, z_name, at::kInt);
+  c.dim(qzeros, z_name, 2);
+  c.check(qzeros.size(0) == n && (qzeros.size(1) == zw || qzeros.size(1) == (groups + 7) / 8), "argument '",
+          z_name, "' must have shape [N, Zw] = [", n, ", ", zw, "] for K = ", k, ", G = ", group_size, ", got ",
+          qzeros.sizes());
+  c.contiguous(qzeros, z_name);
+  return Problem{Layout::kV1,   x, &qweight, &scales, &qzeros, x.numel() / k, n, k, group_size, scales.size(1),
+                 qzeros.size(1)};
+}
+
+KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
+  if (kernel == "auto") return KernelChoice::kAuto;
+  if (kernel == "gemv") return KernelChoice::kGemv;
+  if (kernel == "mma") return KernelChoice::kMma;
+  if (kernel == "portable") return KernelChoice::kPortable;
+  c.check(false, "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"portable\", got \"",
+          std::string(kernel), "\"");
+  return KernelChoice::kAuto;
+}
+
+template <typename T>
+w4a16::WeightArgs<T> weight_args(const Problem& p, const at::Tensor& qweight) {
+  return w4a16::WeightArgs<T>{static_cast<const uint8_t*>(qweight.data_ptr()),
+                              static_cast<const T*>(p.scales->data_ptr()),
+                              p.zeros->data_ptr(),
+                              static_cast<int>(p.n),
+                              static_cast<int>(p.k),
+                              log2_exact(p.group_size),
+                              static_cast<int>(p.k / p.group_size),
+                              p.scale_stride,
+                              p.zero_stride};
+}
+
+template <typename T>
+void launch_reduce(const at::Tensor& partial, const at::Tensor& out, int splits, cudaStream_t stream) {
+  const int64_t elements = out.numel();
+  const int64_t blocks = std::min<int64_t>((elements + 255) / 256, 8192);
+  w4a16::reduce_splits_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+      partial.data_ptr<float>(), static_cast<T*>(out.data_ptr()), elements, splits);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, Layout L, int kM>
+void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                 cudaStream_t stream) {
+  constexpr int kRows = kM <= 2 ? 8 : 4;
+  const int64_t row_blocks = (p.n + kRows - 1) / kRows;
+  const int slices = static_cast<int>((p.k + w4a16::kGemvSlice - 1) / w4a16::kGemvSlice);
+  constexpr int64_t kMaxGridZ = 65535;
+  // The M blocks of one launch (grid.z is at most 65535).
+  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kM) {
+    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kM);
+    const int64_t m_blocks = (m_count + kM - 1) / kM;
+    int splits = 1;
+    while (row_blocks * m_blocks * splits < 4 * sms && slices / (2 * splits) >= w4a16::kGemvWarps) splits *= 2;
+    at::Tensor partial;
+    if (splits > 1) partial = at::empty({splits, m_count, p.n}, p.x.options().dtype(at::kFloat));
+    const T* x = static_cast<const T*>(p.x.data_ptr()) + m_first * p.k;
+    T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
+    const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
+    w4a16::w4a16_gemv_kernel<T, L, kM, kRows><<<grid, w4a16::kGemvWarps * 32, 0, stream>>>(
+        x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(m_count), splits);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), splits, stream);
+  }
+}
+
+template <typename T, Layout L, int kBM, int kWarpsM, int kWarpsN>
+void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms, int64_t user_splits,
+                cudaStream_t stream) {
+  const int64_t m_tiles = (p.m + kBM - 1) / kBM;
+  const int64_t n_tiles = (p.n + w4a16::kMmaBN - 1) / w4a16::kMmaBN;
+  const int64_t tiles = m_tiles * n_tiles;
+  TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
+  const int64_t k_tiles = (p.k + w4a16::kMmaBK - 1) / w4a16::kMmaBK;
+  int64_t splits = user_splits;
+  if (splits == 0) {  // fill the SMs twice over, keeping at least 4 k tiles per split
+    splits = 1;
+    while (tiles * splits < 2 * sms && k_tiles / (splits + 1) >= 4) ++splits;
+  }
+  splits = std::max<int64_t>(1, std::min({splits, k_tiles, int64_t{65535}}));
+  at::Tensor partial;
+  if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
+  constexpr int kSmem = w4a16::kMmaStages * w4a16::mma_stage_bytes<kBM>();
+  auto kernel = w4a16::w4a16_mma_kernel<T, L, kBM, kWarpsM, kWarpsN>;
+  if (kSmem > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  }
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), kWarpsM * kWarpsN * 32, kSmem,
+           stream>>>(static_cast<const T*>(p.x.data_ptr()), w, static_cast<T*>(out.data_ptr()),
+                     splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(p.m),
+                     static_cast<int>(splits));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
+}
+
+// Runs a validated problem; returns [M, N]. `user_splits` = 0 lets the tensor-core path choose.
+at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t user_splits) {
+  at::Tensor out = at::empty({p.m, p.n}, p.x.options());
+  if (p.m == 0) return out;
+  const c10::cuda::CUDAGuard guard(p.x.device());
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  const bool tensor_cores = prop->major >= 8;
+  TORCH_CHECK(choice != KernelChoice::kMma || tensor_cores, op, ": kernel \"mma\" needs compute capability >= 8.0 ",
+              "(tensor-core mma.sync with fp32 accumulation); this device is ", prop->major, ".", prop->minor,
+              ": use kernel \"portable\" or \"auto\"");
+  if (choice == KernelChoice::kAuto) {
+    choice = !tensor_cores ? KernelChoice::kPortable : (p.m <= kGemvMaxRows ? KernelChoice::kGemv : KernelChoice::kMma);
+  }
+  // 16-byte vector loads: re-allocate the rare misaligned view.
+  const at::Tensor x = reinterpret_cast<uintptr_t>(p.x.data_ptr()) % 16 == 0 ? p.x : p.x.clone();
+  const at::Tensor qweight =
+      reinterpret_cast<uintptr_t>(p.qweight->data_ptr()) % 16 == 0 ? *p.qweight : p.qweight->clone();
+  Problem aligned = p;
+  aligned.x = x;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int sms = prop->multiProcessorCount;
+
+  dispatch_half_types(p.x.scalar_type(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const auto w = weight_args<T>(aligned, qweight);
+    auto by_layout = [&](auto layout_tag) {
+      constexpr Layout L = decltype(layout_tag)::value;
+      if (choice == KernelChoice::kMma) {
+        if (p.m <= 16) {
+          launch_mma<T, L, 16, 1, 4>(aligned, w, out, sms, user_splits, stream);
+        } else if (p.m <= 64) {
+          launch_mma<T, L, 64, 2, 4>(aligned, w, out, sms, user_splits, stream);
+        } else {
+          launch_mma<T, L, 128, 2, 4>(aligned, w, out, sms, user_splits, stream);
+        }
+      } else if (p.m == 1) {
+        launch_gemv<T, L, 1>(aligned, w, out, sms, stream);
+      } else if (p.m == 2) {
+        launch_gemv<T, L, 2>(aligned, w, out, sms, stream);
+      } else if (p.m == 3) {
+        launch_gemv<T, L, 3>(aligned, w, out, sms, stream);
+      } else {
+        launch_gemv<T, L, 4>(aligned, w, out, sms, stream);
+      }
+    };
+    if (p.layout == Layout::kV2) {
+      by_layout(std::integral_constant<Layout, Layout::kV2>{});
+    } else {
+      by_layout(std::integral_constant<Layout, Layout::kV1>{});
+    }
+  });
+  return out;
+}
+
+std::vector<int64_t> output_shape(const at::Tensor& x, int64_t n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return shape;
+}
+
+const at::Tensor& device_check(const ArgChecker& c, const Problem& p, const char* x_name, const char* q_name,
+                               const char* s_name, const char* z_name) {
+  c.cuda(p.x, x_name, {{p.qweight, q_name}, {p.scales, s_name}, {p.zeros, z_name}});
+  return p.x;
+}
+
+}  // namespace
+
+at::Tensor gemm_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel, const at::Tensor& scaling_factors,
+                             const at::Tensor& zeros, int64_t group_size, int64_t split_k_iters) {
+  const ArgChecker c("gemm_forward_cuda");
+  c.check_value(group_size == 32 || group_size == 64 || group_size == 128,
+                "Group size temporarily not supported. (group_size = ", group_size, "; supported: 32, 64, 128)");
+  c.check(split_k_iters >= 1, "argument 'split_k_iters' must be >= 1, got ", split_k_iters);
+  c.dim(in_feats, "in_feats", 2);
+  const Problem p = validate_v1(c, in_feats, kernel, scaling_factors,
+                                zeros, group_size, "in_feats", "kernel", "scaling_factors", "zeros");
+  device_check(c, p, "in_feats", "kernel", "scaling_factors", "zeros");
+  return run("gemm_forward_cuda", p, KernelChoice::kAuto, split_k_iters);
+}
+
+at::Tensor gemv_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel, const at::Tensor& scaling_factors,
+                             const at::Tensor& zeros, int64_t group_size) {
+  const ArgChecker c("gemv_forward_cuda");
+  c.check_value(group_size == 32 || group_size == 64 || group_size == 128,
+                "Group size temporarily not supported. (group_size = ", group_size, "; supported: 32, 64, 128)");
+  c.dim(in_feats, "in_feats", 2);
+  const Problem p = validate_v1(c, in_feats, kernel, scaling_factors, zeros, group_size, "in_feats", "kernel",
+                                "scaling_factors", "zeros");
+  device_check(c, p, "in_feats", "kernel", "scaling_factors", "zeros");
+  return run("gemv_forward_cuda", p, KernelChoice::kAuto, 0);
+}
+
+at::Tensor gemm_forward_cuda_new(const at::Tensor& in_feats, const at::Tensor& kernel, const at::Tensor& scales,
+                                 const at::Tensor& zeros) {
+  const ArgChecker c("gemm_forward_cuda_new");
+  check_activations(c, in_feats, "in_feats");
+  const Problem p = validate_v2(c, in_feats.reshape({-1, in_feats.size(-1)}), kernel, scales, zeros, 128,
+                                "in_feats", "kernel", "scales", "zeros");
+  device_check(c, p, "in_feats", "kernel", "scales", "zeros");
+  return run("gemm_forward_cuda_new", p, KernelChoice::kAuto, 0).view(output_shape(in_feats, p.n));
+}
+
+at::Tensor gemv_forward_cuda_new(const at::Tensor& in_feats, const at::Tensor& kernel,
+                                 const at::Tensor& scaling_factors, const at::Tensor& zeros, int64_t m, int64_t n,
+                                 int64_t k, int64_t group_size) {
+  const ArgChecker c("gemv_forward_cuda_new");
+  c.check(group_size == 32 || group_size == 64 || group_size == 128,
+          "Unsupported group size for gemv kernel. (group_size = ", group_size, "; supported: 32, 64, 128)");
+  c.check(m >= 1, "Unsupported batch size for gemv kernel. (m = ", m, "; must be >= 1)");
+  check_activations(c, in_feats, "in_feats");
+  const Problem p = validate_v2(c, in_feats.reshape({-1, in_feats.size(-1)}), kernel, scaling_factors, zeros,
+                                group_size, "in_feats", "kernel", "scaling_factors", "zeros");
+  c.check(k == p.k, "argument 'k' = ", k, " must equal in_features = in_feats.size(-1) = ", p.k);
+  c.check(n == p.n, "argument 'n' = ", n, " must equal out_features = 4 * kernel.size(0) = ", p.n);
+  c.check(m == p.m, "argument 'm' = ", m, " must equal the number of rows of in_feats = numel / k = ", p.m);
+  device_check(c, p, "in_feats", "kernel", "scaling_factors", "zeros");
+  return run("gemv_forward_cuda_new", p, KernelChoice::kAuto, 0).view(output_shape(in_feats, p.n));
+}
+
+at::Tensor awq_w4a16_gemm(const at::Tensor& in_feats, const at::Tensor& qweight, const at::Tensor& scales,
+                          const at::Tensor& zeros, c10::string_view layout, int64_t group_size,
+                          c10::string_view kernel) {
+  const ArgChecker c("awq_w4a16_gemm");
+  c.check(layout == "v2" || layout == "v1", "argument 'layout' must be \"v2\" or \"v1\", got \"", std::string(layout),
+          "\"");
+  c.check(group_size == 32 || group_size == 64 || group_size == 128,
+          "argument 'group_size' must be 32, 64 or 128, got ", group_size);
+  const KernelChoice choice = parse_kernel(c, kernel);
+  check_activations(c, in_feats, "in_feats");
+  const at::Tensor x = in_feats.reshape({-1, in_feats.size(-1)});
+  const Problem p = layout == "v2"
+                        ? validate_v2(c, x, qweight, scales, zeros, group_size, "in_feats", "qweight", "scales", "zeros")
+                        : validate_v1(c, x, qweight, scales, zeros, group_size, "in_feats", "qweight", "scales", "zeros");
+  device_check(c, p, "in_feats", "qweight", "scales", "zeros");
+  return run("awq_w4a16_gemm", p, choice, 0).view(output_shape(in_feats, p.n));
+}
+
+}  // namespace awq

@@ -1,0 +1,54 @@
+"""Run every W4A16 kernel once on small shapes, for compute-sanitizer:
+
+    compute-sanitizer --tool memcheck  python tests/w4a16/sanitize_w4a16.py
+    compute-sanitizer --tool racecheck python tests/w4a16/sanitize_w4a16.py
+
+The shapes have N and K tails (N = 4 * 37, K = 64 * 21 or 128 * 11) and M tails, and one long-K shape
+so that the split-K paths (fp32 partials and their reduction) run too.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from awq_kernels.quantization import pack_format_b, pack_format_c  # noqa: E402
+
+import awq_inference_engine as aie  # noqa: E402
+from awq_kernels import ops  # noqa: E402
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    for layout in ("v2", "v1"):
+        for dtype in (torch.float16, torch.bfloat16):
+            for g in (32, 64, 128):
+                for n, k in ((4 * 37, 64 * 21 if g != 128 else 128 * 11), (64, 8192)):
+                    q = torch.randint(0, 16, (n, k), dtype=torch.uint8)
+                    z = torch.randint(0, 16, (n, k // g), dtype=torch.uint8)
+                    s = torch.rand(n, k // g) * 0.02 + 0.002
+                    if layout == "v2":
+                        packed = [t.cuda() for t in pack_format_c(q, z, s, g, dtype)]
+                    else:
+                        b = pack_format_b(q, z, s, g, dtype)
+                        packed = [b.qweight.cuda(), b.scales.cuda(), b.qzeros.cuda()]
+                    for m in (1, 3, 17, 70):
+                        x = torch.randn(m, k, dtype=dtype, device="cuda")
+                        for kernel in ("gemv", "mma", "portable"):
+                            ops.w4a16_gemm(x, *packed, group_size=g, layout=layout, kernel=kernel)
+                        if layout == "v1":
+                            aie.gemm_forward_cuda(x, *packed, g, 3)
+                            aie.gemv_forward_cuda(x, *packed, g)
+                        elif g == 128:
+                            aie.gemm_forward_cuda_new(x, *packed)
+                            aie.gemv_forward_cuda_new(x, *packed, m, n, k, g)
+    torch.cuda.synchronize()
+    print("sanitize_w4a16: all kernels ran")
+
+
+if __name__ == "__main__":
+    main()
