@@ -147,6 +147,7 @@ def find_cuda_toolkit(
     which: Callable[[str], str | None] = shutil.which,
     search_path: Sequence[str] | None = None,
     run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+    default_home: Path = Path("/usr/local/cuda"),
 ) -> CudaToolkit:
     """Find a CUDA toolkit complete enough to build a torch extension.
 
@@ -178,7 +179,7 @@ def find_cuda_toolkit(
         real = resolve_nvcc(Path(path_nvcc))
         how = f"nvcc on PATH ({path_nvcc}" + (f" -> {real})" if str(real) != path_nvcc else ")")
         candidates.append((real.parent.parent, how))
-    candidates.append((Path("/usr/local/cuda"), "default location"))
+    candidates.append((default_home, "default location"))
 
     rejected = []
     seen = set()
@@ -190,11 +191,11 @@ def find_cuda_toolkit(
         include_dirs, cudart, missing = _check_home(home, extra_roots)
         if not missing:
             return _make_toolkit(home, include_dirs, cudart, how, run)
-        rejected.append(f"{home} (from {how}) lacks: " + ", ".join(Path(m).name for m in missing))
+        rejected.append(f"{home} (from {how}) lacks: " + ", ".join(os.path.relpath(m, home) for m in missing))
     if not rejected:
         raise BuildEnvError(
             "nvcc was not found: CUDA_HOME is unset, no nvcc is on PATH, no pip cuda-toolkit is installed "
-            "and /usr/local/cuda does not exist.\n" + INSTALL_HINT
+            f"and {default_home} does not exist.\n" + INSTALL_HINT
         )
     raise BuildEnvError(
         "nvcc was found, but no complete CUDA toolkit: torch's CUDA headers need "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 
 
@@ -24,3 +27,16 @@ def poison(t: torch.Tensor) -> torch.Tensor:
 
 def poisoned_empty(*shape: int, dtype: torch.dtype, device: str = "cuda") -> torch.Tensor:
     return poison(torch.empty(*shape, dtype=dtype, device=device))
+
+
+GOLDEN_PATH = Path(__file__).parent / "data" / "llm-awq-h100.pt"
+
+
+@functools.cache
+def _golden() -> dict:
+    return torch.load(GOLDEN_PATH, weights_only=True)["cases"]
+
+
+def golden_cases(prefix: str) -> list[tuple[str, dict]]:
+    """The original llm-awq kernels' recorded calls whose name starts with `prefix` (see data/GOLDEN.md)."""
+    return [(name, case) for name, case in _golden().items() if name.startswith(prefix)]

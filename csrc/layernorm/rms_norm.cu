@@ -55,8 +55,9 @@ void layernorm_forward_cuda(const at::Tensor& input, const at::Tensor& gamma, co
   c.contiguous(gamma, "gamma");
   c.contiguous(out, "out");
   c.check(std::isfinite(eps) && eps >= 0, "argument 'eps' must be a finite float >= 0, got ", eps);
+  c.check(at::get_overlap_status(out, input) != at::MemOverlapStatus::Partial,
+          "arguments 'out' and 'input' partially overlap in memory (pass the same tensor, or disjoint ones)");
   c.cuda(input, "input", {{&gamma, "gamma"}, {&out, "out"}});
-  at::assert_no_partial_overlap(out, input);
 
   const int64_t rows = input.numel() / hidden;
   if (rows == 0) return;

@@ -1,0 +1,7 @@
+"""`python -m awq_kernels doctor`."""
+
+import sys
+
+from awq_kernels.cli import main
+
+sys.exit(main())
