@@ -181,9 +181,9 @@ def test_new_op_bad_strings() -> None:
         op(*v2_args(), "v2", G, "wgmma")
     with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'group_size' must be 32, 64 or 128"):
         op(*v2_args(), "v2", 256, "auto")
-    with pytest.raises(ValueError, match="layout must be one of"):
+    with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'layout' must be"):
         ops.w4a16_gemm(*v2_args(), group_size=G, layout="v3")
-    with pytest.raises(ValueError, match="kernel must be one of"):
+    with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'kernel' must be one of"):
         ops.w4a16_gemm(*v2_args(), group_size=G, kernel="fast")
 
 
