@@ -16,10 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from awq_kernels.quantization import pack_format_b, pack_format_c  # noqa: E402
-
 import awq_inference_engine as aie  # noqa: E402
 from awq_kernels import ops  # noqa: E402
+from awq_kernels.quantization import pack_format_b, pack_format_c  # noqa: E402
 
 
 def main() -> None:
