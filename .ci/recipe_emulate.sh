@@ -105,8 +105,11 @@ field() {
 }
 mkdir -p "${test_dir}"
 while IFS= read -r requirement; do
-    # pip itself is PYTHON's (seen through the .pth); the others are installed into $PREFIX
-    if [[ "${requirement}" != pip ]]; then
+    if [[ "${requirement}" == pip ]]; then
+        # PYTHON's pip (seen through the .pth) as $PREFIX/bin/pip, where conda's would be
+        printf '#!/bin/sh\nexec "%s" -m pip "$@"\n' "${python}" > "${prefix}/bin/pip"
+        chmod +x "${prefix}/bin/pip"
+    else
         "${python}" -m pip install --quiet "${requirement}"
     fi
 done < <(field requires)

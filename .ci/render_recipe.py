@@ -83,7 +83,10 @@ def load_variants(config: Path = CONFIG, target_platform: str = "linux-64") -> l
         if len(set(lengths.values())) != 1:
             raise ValueError(f"zip_keys group {group} has lists of different lengths: {lengths}")
     zipped = {key for group in zip_keys for key in group}
-    dimensions = [[dict(zip(group, values)) for values in zip(*(data[k] for k in group))] for group in zip_keys]
+    dimensions = [
+        [dict(zip(group, values, strict=True)) for values in zip(*(data[k] for k in group), strict=True)]
+        for group in zip_keys
+    ]
     dimensions += [[{key: value} for value in values] for key, values in data.items() if key not in zipped]
     variants = []
     for combination in itertools.product(*dimensions):

@@ -26,6 +26,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -195,7 +196,9 @@ def _pack_int32_sequential(codes: torch.Tensor) -> torch.Tensor:
     return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
-def pack_format_b(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int):
+def pack_format_b(
+    q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """TinyChat v1 (spec §2.4): qweight int32 [N, K/8], qzeros int32 [N, Zw], scales fp16 [N, 8*Zw]."""
     n, k = q.shape
     padded = 8 * zeros_width(k, group_size)
@@ -206,7 +209,9 @@ def pack_format_b(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, gr
     return _pack_int32_sequential(q), _pack_int32_sequential(zeros_padded), scales_padded
 
 
-def pack_format_c(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int, dtype: torch.dtype):
+def pack_format_c(
+    q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """TinyChat v2 (spec §2.5): qweight int16 [N/4, K]; scales, scaled_zeros [8*Zw, N] of dtype.
 
     Packed row nb holds output rows 4nb..4nb+3 as a little-endian nibble stream: code q[4nb+r, k]
@@ -235,14 +240,18 @@ def ref_rms_norm(x: torch.Tensor, gamma: torch.Tensor, eps: float) -> torch.Tens
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gamma.double()
 
 
-def ref_w4a16_format_b(x, q, zeros, scales_t, group_size: int) -> torch.Tensor:
+def ref_w4a16_format_b(
+    x: torch.Tensor, q: torch.Tensor, zeros: torch.Tensor, scales_t: torch.Tensor, group_size: int
+) -> torch.Tensor:
     """out = x @ (s * (q - z)).T with the fp16-rounded scales."""
     z = zeros.double().repeat_interleave(group_size, dim=1)
     s = scales_t.double().repeat_interleave(group_size, dim=1)
     return x.double() @ (s * (q.double() - z)).t()
 
 
-def ref_w4a16_format_c(x, q, scales_c, scaled_zeros_c, group_size: int = 128) -> torch.Tensor:
+def ref_w4a16_format_c(
+    x: torch.Tensor, q: torch.Tensor, scales_c: torch.Tensor, scaled_zeros_c: torch.Tensor, group_size: int = 128
+) -> torch.Tensor:
     """out = x @ (q * s + scaled_zero).T with the stored (dtype-rounded) scales and scaled zeros."""
     n, k = q.shape
     s = scales_c[: k // group_size].t().double().repeat_interleave(group_size, dim=1)
@@ -251,7 +260,7 @@ def ref_w4a16_format_c(x, q, scales_c, scaled_zeros_c, group_size: int = 128) ->
     return (x.double().reshape(-1, k) @ w.t()).reshape(*x.shape[:-1], n)
 
 
-def ref_rotary_neox(positions, x, cos_sin_cache) -> torch.Tensor:
+def ref_rotary_neox(positions: torch.Tensor, x: torch.Tensor, cos_sin_cache: torch.Tensor) -> torch.Tensor:
     """x [..., H, D] (tokens in row-major order), rotated in place by the cache rows of positions."""
     shape = x.shape
     x = x.double().reshape(-1, shape[-2], shape[-1]).clone()
@@ -263,7 +272,7 @@ def ref_rotary_neox(positions, x, cos_sin_cache) -> torch.Tensor:
     return x.reshape(shape)
 
 
-def ref_fused_rope(x, freqs) -> torch.Tensor:
+def ref_fused_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """x [A0, A1, H, D]; angle of x[i0, i1, :, j] is freqs_flat[(i1*A0 + i0)*d2 + j]."""
     a0, a1, _, _ = x.shape
     d2 = freqs.shape[-1]
@@ -276,7 +285,7 @@ def ref_fused_rope(x, freqs) -> torch.Tensor:
     return out
 
 
-def ref_silu_and_mul(x) -> torch.Tensor:
+def ref_silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     d = x.shape[-1] // 2
     x = x.double()
     return torch.nn.functional.silu(x[..., :d]) * x[..., d:]
@@ -297,16 +306,29 @@ def _rotate(v: torch.Tensor, position: torch.Tensor, dim: int, base: float, scal
 
 
 def ref_single_query_attention(
-    q, k, v, k_cache, v_cache, length_per_sample, alibi_slopes, timestep: int,
-    rotary_dim: int = 0, rotary_base: float = 10000.0, rotary_scale: float = 1.0, neox: bool = True,
-):
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    length_per_sample: torch.Tensor | None,
+    alibi_slopes: torch.Tensor | None,
+    timestep: int,
+    rotary_dim: int = 0,
+    rotary_base: float = 10000.0,
+    rotary_scale: float = 1.0,
+    neox: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FasterTransformer decode attention (spec §3.7): (out, k_cache_after, v_cache_after)."""
     batch, heads, dim = q.shape
     kv_heads, capacity = v_cache.shape[1], v_cache.shape[2]
     chunk = k_cache.shape[-1]
     device = q.device
-    steps = (length_per_sample.long() if length_per_sample is not None
-             else torch.full((batch,), timestep, dtype=torch.long, device=device))
+    steps = (
+        length_per_sample.long()
+        if length_per_sample is not None
+        else torch.full((batch,), timestep, dtype=torch.long, device=device)
+    )
     qd, kd, vd = q.double(), k.double(), v.double()
     if rotary_dim:
         qd = _rotate(qd, steps, rotary_dim, rotary_base, rotary_scale, neox)
@@ -335,7 +357,9 @@ def ref_single_query_attention(
     return out, k_after, v_after
 
 
-def ref_w8a8(a, w, wscales, ascales, bias=None) -> torch.Tensor:
+def ref_w8a8(
+    a: torch.Tensor, w: torch.Tensor, wscales: torch.Tensor, ascales: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     out = (a.double() @ w.double().t()) * wscales.double()[None, :] * ascales.double()[:, None]
     return out if bias is None else out + bias.double()
 
@@ -345,14 +369,16 @@ def _quantize(values: torch.Tensor, multiplier: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(torch.round(values * multiplier), nan=0.0).clamp(-128, 127).to(torch.int8)
 
 
-def ref_invoke_quant(x):
+def ref_invoke_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes, scale): per-token symmetric int8, scale = amax / 127 in fp16."""
     x = x.double().reshape(-1, x.shape[-1])
     amax = x.abs().amax(-1, keepdim=True)
     return _quantize(x, 127 / amax), (amax / 127).squeeze(-1).half()
 
 
-def ref_rms_norm_general(x, weight, bias, scaling, eps: float, per_token: bool):
+def ref_rms_norm_general(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scaling: torch.Tensor, eps: float, per_token: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """LayerNorm with bias fused with int8 quantization (spec §3.12): (codes, scaling)."""
     dtype = x.dtype
     x = x.double().reshape(-1, x.shape[-1])
@@ -365,7 +391,7 @@ def ref_rms_norm_general(x, weight, bias, scaling, eps: float, per_token: bool):
     return _quantize(y, 127 / amax), (amax / 127).squeeze(-1).half()
 
 
-def ref_gelu_and_quant(x):
+def ref_gelu_and_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """tanh-GELU then per-token int8 (spec §3.14): (codes, scale, gelu values)."""
     x = x.double().reshape(-1, x.shape[-1])
     g = 0.5 * x * (1 + torch.tanh(x * 0.79788456 * (1 + 0.044715 * x * x)))
@@ -386,11 +412,13 @@ def _random_quantized_weight(n: int, k: int, group_size: int, gen: torch.Generat
     return q, zeros, scales
 
 
-def _randn(shape, dtype, gen, device, scale: float = 1.0) -> torch.Tensor:
+def _randn(
+    shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator, device: str, scale: float = 1.0
+) -> torch.Tensor:
     return (torch.randn(shape, generator=gen, device=device) * scale).to(dtype)
 
 
-def check_layernorm_forward_cuda(ops, gen, device) -> None:
+def check_layernorm_forward_cuda(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float16, torch.bfloat16):
         for shape in ((2, 3, 512), (1, 5, 1000), (1, 1, 4096)):
             x, gamma = _randn(shape, dtype, gen, device), _randn(shape[-1:], dtype, gen, device)
@@ -399,7 +427,7 @@ def check_layernorm_forward_cuda(ops, gen, device) -> None:
             assert_close(f"{dtype} {shape}", out, ref_rms_norm(x, gamma, 1e-6), dtype)
 
 
-def check_gemm_forward_cuda(ops, gen, device) -> None:
+def check_gemm_forward_cuda(ops: Any, gen: torch.Generator, device: str) -> None:
     for group_size, m, split_k in ((64, 5, 8), (128, 40, 4), (128, 1, 1)):
         n, k = 128, 1024
         q, zeros, scales = _random_quantized_weight(n, k, group_size, gen, device)
@@ -410,7 +438,7 @@ def check_gemm_forward_cuda(ops, gen, device) -> None:
         assert_close(f"G{group_size} M{m} split{split_k}", out, expected, torch.float16)
 
 
-def check_gemv_forward_cuda(ops, gen, device) -> None:
+def check_gemv_forward_cuda(ops: Any, gen: torch.Generator, device: str) -> None:
     for group_size, m in ((64, 1), (128, 3)):
         n, k = 128, 1024
         q, zeros, scales = _random_quantized_weight(n, k, group_size, gen, device)
@@ -421,14 +449,16 @@ def check_gemv_forward_cuda(ops, gen, device) -> None:
         assert_close(f"G{group_size} M{m}", out, expected, torch.float16)
 
 
-def _format_c_case(m: int, dtype, gen, device, n: int = 256, k: int = 1024):
+def _format_c_case(
+    m: int, dtype: torch.dtype, gen: torch.Generator, device: str, n: int = 256, k: int = 1024
+) -> tuple[torch.Tensor, ...]:
     q, zeros, scales = _random_quantized_weight(n, k, 128, gen, device)
     qweight, scales_c, scaled_zeros_c = pack_format_c(q, zeros, scales, 128, dtype)
     x = _randn((m, k), dtype, gen, device)
     return x, qweight, scales_c, scaled_zeros_c, ref_w4a16_format_c(x, q, scales_c, scaled_zeros_c)
 
 
-def check_gemm_forward_cuda_new(ops, gen, device) -> None:
+def check_gemm_forward_cuda_new(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float16, torch.bfloat16):
         for m in (8, 40, 200):
             x, qweight, scales_c, scaled_zeros_c, expected = _format_c_case(m, dtype, gen, device)
@@ -436,7 +466,7 @@ def check_gemm_forward_cuda_new(ops, gen, device) -> None:
             assert_close(f"{dtype} M{m}", out, expected, dtype)
 
 
-def check_gemv_forward_cuda_new(ops, gen, device) -> None:
+def check_gemv_forward_cuda_new(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float16, torch.bfloat16):
         for m in (1, 3, 7):
             x, qweight, scales_c, scaled_zeros_c, expected = _format_c_case(m, dtype, gen, device)
@@ -444,7 +474,7 @@ def check_gemv_forward_cuda_new(ops, gen, device) -> None:
             assert_close(f"{dtype} M{m}", out, expected, dtype)
 
 
-def check_rotary_embedding_neox(ops, gen, device) -> None:
+def check_rotary_embedding_neox(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for rot_dim in (128, 64):
             tokens, heads, head_size, max_position = 6, 4, 128, 64
@@ -461,7 +491,7 @@ def check_rotary_embedding_neox(ops, gen, device) -> None:
             assert_close(f"{dtype} rot{rot_dim} key", key, expected_k, dtype)
 
 
-def check_fused_rope_with_pos_forward_func(ops, gen, device) -> None:
+def check_fused_rope_with_pos_forward_func(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for transpose in (True, False):
             seq, heads, dim = 16, 4, 128
@@ -478,7 +508,7 @@ def check_fused_rope_with_pos_forward_func(ops, gen, device) -> None:
                 raise CheckFailed(f"{dtype} transpose={transpose}: strides {out.stride()}, expected {strides}")
 
 
-def check_silu_and_mul(ops, gen, device) -> None:
+def check_silu_and_mul(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for shape in ((5, 1024), (2, 3, 96)):
             x = _randn(shape, dtype, gen, device)
@@ -497,7 +527,7 @@ ATTENTION_CASES = (
 )
 
 
-def _check_single_query_attention(ops, gen, device) -> None:
+def _check_single_query_attention(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype, batch, heads, kv_heads, dim, capacity, timestep, rot, neox, alibi, per_sample in ATTENTION_CASES:
         name = f"{dtype} B{batch} H{heads}/{kv_heads} D{dim} L{capacity} t{timestep} rot{rot}{'' if neox else ' gptj'}"
         chunk = 4 if dtype == torch.float32 else 8
@@ -506,17 +536,21 @@ def _check_single_query_attention(ops, gen, device) -> None:
         k_cache = _randn((batch, kv_heads, dim // chunk, capacity, chunk), dtype, gen, device)
         v_cache = _randn((batch, kv_heads, capacity, dim), dtype, gen, device)
         slopes = torch.rand(heads, generator=gen, device=device) * 0.5 if alibi else None
-        lengths = (torch.randint(1, timestep + 1, (batch,), generator=gen, device=device, dtype=torch.int32)
-                   if per_sample else None)
+        lengths = (
+            torch.randint(1, timestep + 1, (batch,), generator=gen, device=device, dtype=torch.int32)
+            if per_sample
+            else None
+        )
         expected, k_after, v_after = ref_single_query_attention(
-            q, k, v, k_cache, v_cache, lengths, slopes, timestep, rot, 10000.0, 1.0, neox)
+            q, k, v, k_cache, v_cache, lengths, slopes, timestep, rot, 10000.0, 1.0, neox
+        )
         out = ops.single_query_attention(q, k, v, k_cache, v_cache, lengths, slopes, timestep, rot, 10000.0, 1.0, neox)
         assert_close(name, out, expected, dtype)
         assert_close(f"{name} k_cache", k_cache, k_after, dtype)
         assert_close(f"{name} v_cache", v_cache, v_after, dtype)
 
 
-def check_w8a8_gemm_forward_cuda(ops, gen, device, fuse_bias: bool = False) -> None:
+def check_w8a8_gemm_forward_cuda(ops: Any, gen: torch.Generator, device: str, fuse_bias: bool = False) -> None:
     for m in (5, 200):
         n, k = 256, 256
         a = torch.randint(-127, 128, (m, k), generator=gen, device=device, dtype=torch.int8)
@@ -533,11 +567,11 @@ def check_w8a8_gemm_forward_cuda(ops, gen, device, fuse_bias: bool = False) -> N
         assert_close(f"M{m}", out, ref_w8a8(a, w, wscales, ascales, bias), torch.float16)
 
 
-def check_w8a8_gemm_fuse_bias_forward_cuda(ops, gen, device) -> None:
+def check_w8a8_gemm_fuse_bias_forward_cuda(ops: Any, gen: torch.Generator, device: str) -> None:
     check_w8a8_gemm_forward_cuda(ops, gen, device, fuse_bias=True)
 
 
-def check_invoke_quant(ops, gen, device) -> None:
+def check_invoke_quant(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = _randn((7, 512), dtype, gen, device, scale=3.0)
         x[3] = 0  # an all-zero row: scale 0, codes 0
@@ -549,7 +583,7 @@ def check_invoke_quant(ops, gen, device) -> None:
         assert_close(f"{dtype} scale", scale, expected_scale, torch.float16)
 
 
-def check_rms_norm_general(ops, gen, device) -> None:
+def check_rms_norm_general(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for per_token in (True, False):
             x = _randn((7, 1024), dtype, gen, device, scale=2.0) + 0.5
@@ -565,7 +599,7 @@ def check_rms_norm_general(ops, gen, device) -> None:
             assert_close(f"{dtype} per_token={per_token} scaling", scaling, expected_scaling, torch.float16)
 
 
-def check_gelu_and_quant(ops, gen, device) -> None:
+def check_gelu_and_quant(ops: Any, gen: torch.Generator, device: str) -> None:
     x = _randn((6, 512), torch.float16, gen, device, scale=2.0)
     out = torch.full(x.shape, 77, dtype=torch.int8, device=device)
     scale = torch.full((6,), float("nan"), dtype=torch.float16, device=device)
@@ -662,8 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     if not_implemented:
         print(f"[ops] NOT implemented in this build (calls raise NotImplementedError): {', '.join(not_implemented)}")
     if not torch.cuda.is_available():
-        print("[gpu] SKIPPED the GPU kernel checks: no CUDA device is visible (torch.cuda.is_available() is "
-              "False). Only the build facts above were checked.")
+        print(
+            "[gpu] SKIPPED the GPU kernel checks: no CUDA device is visible (torch.cuda.is_available() is "
+            "False). Only the build facts above were checked."
+        )
     else:
         print("[gpu] kernel checks")
         try:

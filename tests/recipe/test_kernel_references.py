@@ -109,9 +109,18 @@ def test_attention_reference(golden, test_kernels):
         qkv, heads, kv_heads = inputs["qkv"], int(inputs["Hq"]), int(inputs["Hkv"])
         q, k, v = qkv[:, :heads], qkv[:, heads : heads + kv_heads], qkv[:, heads + kv_heads :]
         expected, k_after, v_after = test_kernels.ref_single_query_attention(
-            q, k, v, inputs["k_cache"], inputs["v_cache"], inputs["length_per_sample"], inputs["alibi_slopes"],
-            int(inputs["timestep"]), int(inputs["rotary_embedding_dim"]), float(inputs["rotary_base"]),
-            float(inputs["rotary_scale"]), bool(inputs["neox_rotary_style"]),
+            q,
+            k,
+            v,
+            inputs["k_cache"],
+            inputs["v_cache"],
+            inputs["length_per_sample"],
+            inputs["alibi_slopes"],
+            int(inputs["timestep"]),
+            int(inputs["rotary_embedding_dim"]),
+            float(inputs["rotary_base"]),
+            float(inputs["rotary_scale"]),
+            bool(inputs["neox_rotary_style"]),
         )
         assert test_kernels.relerr(expected, case["reference"]) < 1e-5
         dtype = qkv.dtype
