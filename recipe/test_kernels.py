@@ -385,7 +385,7 @@ def ref_rms_norm_general(
     centred = x - x.mean(-1, keepdim=True)
     normed = centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps) * weight.double()
     if not per_token:
-        return _quantize(normed.to(dtype).double(), scaling[0].double()), scaling
+        return _quantize(normed.to(dtype).double(), scaling[0].double()), scaling.clone()  # an input here: unchanged
     y = normed + bias.double()
     amax = y.to(dtype).double().abs().amax(-1, keepdim=True).clamp_min(1e-6)
     return _quantize(y, 127 / amax), (amax / 127).squeeze(-1).half()
