@@ -12,6 +12,7 @@ errors about a missing ``cublas_v2.h``.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import re
@@ -127,8 +128,13 @@ def pip_toolkit_homes(search_path: Sequence[str]) -> list[Path]:
 
 
 def _check_home(home: Path, extra_roots: Sequence[Path]) -> tuple[list[Path], tuple[Path, str] | None, list[str]]:
-    """Include dirs, cudart and the list of missing files for a candidate CUDA_HOME."""
-    roots = [home, *extra_roots]
+    """Include dirs, cudart and the list of missing files for a candidate CUDA_HOME.
+
+    The extra roots come first: under conda-build they are the host prefix, whose ``-dev`` packages
+    (``targets/<triple>/{include,lib}``) are what the package is built and run against, while
+    ``home`` is the build prefix holding nvcc.
+    """
+    roots = [*extra_roots, home]
     include_dirs = [d for root in roots for d in _target_include_dirs(root)]
     missing = []
     if not (home / "bin" / "nvcc").exists():
@@ -284,8 +290,24 @@ def check_torch_cuda(
 # --------------------------------------------------------------------------------------------
 
 
+# CUDA majors whose GPU architectures default_arch_list knows; another major may have dropped or
+# added some, so it needs an explicit TORCH_CUDA_ARCH_LIST.
+KNOWN_CUDA_MAJORS = (11, 12, 13)
+
+
 def default_arch_list(cuda: tuple[int, int]) -> list[str]:
-    """Archs built when no GPU is visible (cross-compiling), newest with PTX for future GPUs."""
+    """Archs built when no GPU is visible (cross-compiling), newest with PTX for future GPUs.
+
+    The conda recipe builds exactly these (``recipe/build.sh`` asks for them through the
+    ``default-arch-list`` command below): 12.x up to 9.0, plus 10.0 and 12.0 from 12.8; 13.x from
+    7.5 upward.
+    """
+    if cuda[0] not in KNOWN_CUDA_MAJORS:
+        raise BuildEnvError(
+            f"awq-kernels does not know which GPU architectures CUDA {cuda[0]}.{cuda[1]} supports "
+            f"(known: {', '.join(f'{m}.x' for m in KNOWN_CUDA_MAJORS)}); set TORCH_CUDA_ARCH_LIST, "
+            "for example TORCH_CUDA_ARCH_LIST='8.0;9.0+PTX'"
+        )
     archs = ["7.0", "8.0"]
     if cuda >= (11, 1):
         archs.append("8.6")
@@ -441,3 +463,45 @@ def plan_build(
         bf16=bf16_enabled(environ),
         warnings=warnings,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (used by recipe/build.sh, so the recipe applies these rules rather than a copy)
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python awq_kernels/build_env.py", description="awq-kernels build-environment checks"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    arch = commands.add_parser(
+        "default-arch-list", help="print the ';'-joined archs built for a CUDA version when no GPU is visible"
+    )
+    arch.add_argument("cuda_version", help="major.minor, e.g. 13.0")
+    check = commands.add_parser(
+        "check", help="run every build check against this Python's torch and print the build plan"
+    )
+    check.add_argument("--expect-cuda", metavar="X.Y", help="also fail unless nvcc is this CUDA major.minor")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "default-arch-list":
+            print(";".join(default_arch_list(parse_version(args.cuda_version))))
+            return 0
+        import torch  # only here: the rest of this module must not need torch
+
+        plan = plan_build(torch.__version__, torch.version.cuda)
+        if args.expect_cuda and plan.toolkit.version != parse_version(args.expect_cuda):
+            raise BuildEnvError(
+                f"nvcc at {plan.toolkit.nvcc} is CUDA {plan.toolkit.version_str}, but CUDA {args.expect_cuda} "
+                "was asked for (cuda_compiler_version); the build environment has the wrong cuda-nvcc"
+            )
+        print(plan.describe())
+    except BuildEnvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
