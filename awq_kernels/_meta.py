@@ -13,8 +13,27 @@ def _layernorm_forward_cuda(input: torch.Tensor, gamma: torch.Tensor, out: torch
     return None
 
 
+def _w8a8_gemm_forward_cuda(
+    in_feats: torch.Tensor, kernel: torch.Tensor, wscales: torch.Tensor, ascales: torch.Tensor, out_feats: torch.Tensor
+) -> None:
+    return None
+
+
+def _w8a8_gemm_fuse_bias_forward_cuda(
+    in_feats: torch.Tensor,
+    kernel: torch.Tensor,
+    wscales: torch.Tensor,
+    ascales: torch.Tensor,
+    out_feats: torch.Tensor,
+    bias: torch.Tensor,
+) -> None:
+    return None
+
+
 _AWQ_INFERENCE_ENGINE = {
     "layernorm_forward_cuda": _layernorm_forward_cuda,
+    "w8a8_gemm_forward_cuda": _w8a8_gemm_forward_cuda,
+    "w8a8_gemm_fuse_bias_forward_cuda": _w8a8_gemm_fuse_bias_forward_cuda,
 }
 
 _FT_ATTENTION: dict = {}

@@ -14,6 +14,7 @@
 
 #include "common/build_info.h"
 #include "layernorm/layernorm.h"
+#include "w8a8/w8a8_gemm.h"
 
 AWQ_PYTHON_MODULE(_awq_inference_engine)
 
@@ -49,6 +50,8 @@ namespace {
 
 void register_impls(torch::Library& m) {
   m.impl("layernorm_forward_cuda", &awq::layernorm_forward_cuda);
+  m.impl("w8a8_gemm_forward_cuda", &awq::w8a8_gemm_forward_cuda);
+  m.impl("w8a8_gemm_fuse_bias_forward_cuda", &awq::w8a8_gemm_fuse_bias_forward_cuda);
 }
 
 }  // namespace
