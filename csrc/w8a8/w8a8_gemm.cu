@@ -1,4 +1,5 @@
 #include <ATen/MemoryOverlap.h>
+#include <ATen/ops/empty.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -12,17 +13,23 @@
 namespace awq {
 namespace {
 
+using w8a8::Epilogue;
 using w8a8::GemmConfig;
 
 // Tile shapes by M (the K slice is always 64 bytes):
 //  * M <= 16 (decode): the GEMM is a stream over W, so many small CTAs (16 x 64 tiles, 4 warps of
-//    16 x 16) and a deep pipeline (8 stages) keep enough bytes in flight to saturate DRAM;
-//  * M <= 256: 64 x 128 tiles, 8 warps of 32 x 32, 4 stages (48 KiB), enough CTAs for all SMs;
+//    16 x 16) and a deep pipeline (8 stages, 40 KiB) keep enough bytes in flight to saturate DRAM;
+//  * M <= 256: 64 x 128 tiles, 8 warps of 32 x 32, 4 stages (48 KiB);
 //  * larger M (compute bound): 128 x 256 tiles, 8 warps of 64 x 64 (the best ldmatrix-to-mma
-//    ratio that fits the registers), 4 stages (96 KiB).
-using SmallConfig = GemmConfig<16, 64, 1, 4, 8>;
-using MediumConfig = GemmConfig<64, 128, 2, 4, 4>;
-using LargeConfig = GemmConfig<128, 256, 2, 4, 4>;
+//    ratio that fits the registers: 240 of them), 4 stages (96 KiB).
+// The first two split K when there are too few tiles to fill the GPU (see split_k_count).
+using SmallConfig = GemmConfig<16, 64, 1, 4, 8, 4>;
+using MediumConfig = GemmConfig<64, 128, 2, 4, 4, 2>;
+using LargeConfig = GemmConfig<128, 256, 2, 4, 4, 1>;
+
+constexpr int kMaxSplits = 16;
+constexpr int kMinKTilesPerSplit = 8;  // keeps each split's pipeline (up to 8 stages) busy
+constexpr int kReduceThreads = 256;
 
 // Largest K for which |acc| <= K * 128 * 128 cannot overflow the int32 accumulators.
 constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 128);
@@ -89,7 +96,19 @@ void validate(const ArgChecker& c, const GemmArgs& args) {
   }
 }
 
+// Splits of K (a power of two) so that the GPU gets about Cfg::kCtasPerSm CTAs per SM, each with at
+// least kMinKTilesPerSplit K slices. 1 when the output tiles alone fill the GPU.
 template <class Cfg>
+int split_k_count(int64_t tiles, int k_tiles, int sm_count) {
+  const int64_t target_ctas = static_cast<int64_t>(Cfg::kCtasPerSm) * sm_count;
+  int splits = 1;
+  while (splits < kMaxSplits && tiles * splits * 2 <= target_ctas && k_tiles >= splits * 2 * kMinKTilesPerSplit) {
+    splits *= 2;
+  }
+  return splits;
+}
+
+template <class Cfg, bool ALLOW_SPLIT_K>
 void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, const cudaDeviceProp& prop,
             cudaStream_t stream) {
   const int64_t tiles_m = (M + Cfg::kBlockM - 1) / Cfg::kBlockM;
@@ -98,24 +117,50 @@ void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, cons
           ")");
   c.check(static_cast<size_t>(Cfg::kSmemBytes) <= prop.sharedMemPerBlockOptin, "needs ", Cfg::kSmemBytes,
           " bytes of shared memory per block, the GPU allows ", prop.sharedMemPerBlockOptin);
+  const int k_tiles = (K + w8a8::kBlockK - 1) / w8a8::kBlockK;
+  int splits = ALLOW_SPLIT_K ? split_k_count<Cfg>(tiles_m * tiles_n, k_tiles, prop.multiProcessorCount) : 1;
+  const int k_tiles_per_split = splits == 1 ? k_tiles : (k_tiles + splits - 1) / splits;
+  if (splits > 1) splits = (k_tiles + k_tiles_per_split - 1) / k_tiles_per_split;  // no empty split
+
   const bool paired_stores = N % 2 == 0 && reinterpret_cast<uintptr_t>(args.out_feats.data_ptr()) % 4 == 0;
   const auto* a = static_cast<const int8_t*>(args.in_feats.data_ptr());
   const auto* w = static_cast<const int8_t*>(args.kernel.data_ptr());
   const auto* ws = static_cast<const half*>(args.wscales.data_ptr());
   const auto* as = static_cast<const half*>(args.ascales.data_ptr());
+  const half* bias = args.bias != nullptr ? static_cast<const half*>(args.bias->data_ptr()) : nullptr;
   auto* out = static_cast<half*>(args.out_feats.data_ptr());
-  const auto grid = static_cast<unsigned>(tiles_m * tiles_n);
-  const auto run = [&](auto kernel_fn, const half* bias) {
+  at::Tensor partials;
+  if (splits > 1) partials = at::empty({splits, M, N}, args.in_feats.options().dtype(at::kInt));
+  int* partials_ptr = splits > 1 ? partials.data_ptr<int>() : nullptr;
+
+  const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(splits));
+  const auto run = [&](auto kernel_fn) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
-    kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, w, ws, as, bias, out, M, N, K,
+    kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, w, ws, as, bias, out, partials_ptr, M, N, K,
                                                                 static_cast<int>(tiles_m), static_cast<int>(tiles_n),
-                                                                paired_stores);
+                                                                k_tiles_per_split, paired_stores);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (args.bias != nullptr) {
-    run(w8a8::w8a8_gemm_kernel<Cfg, true>, static_cast<const half*>(args.bias->data_ptr()));
+  if constexpr (ALLOW_SPLIT_K) {
+    if (splits > 1) {
+      run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kPartials>);
+      const int64_t outputs = static_cast<int64_t>(M) * N;
+      const auto blocks = static_cast<unsigned>((outputs + kReduceThreads - 1) / kReduceThreads);
+      if (bias != nullptr) {
+        w8a8::w8a8_split_k_reduce_kernel<true>
+            <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
+      } else {
+        w8a8::w8a8_split_k_reduce_kernel<false>
+            <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
+  if (bias != nullptr) {
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScaleBias>);
   } else {
-    run(w8a8::w8a8_gemm_kernel<Cfg, false>, nullptr);
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScale>);
   }
 }
 
@@ -133,11 +178,11 @@ void w8a8_gemm(const char* op, const GemmArgs& args) {
           prop.name, " (sm_", prop.major, prop.minor, ")");
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (M <= 16) {
-    launch<SmallConfig>(c, args, M, N, K, prop, stream);
+    launch<SmallConfig, true>(c, args, M, N, K, prop, stream);
   } else if (M <= 256) {
-    launch<MediumConfig>(c, args, M, N, K, prop, stream);
+    launch<MediumConfig, true>(c, args, M, N, K, prop, stream);
   } else {
-    launch<LargeConfig>(c, args, M, N, K, prop, stream);
+    launch<LargeConfig, false>(c, args, M, N, K, prop, stream);
   }
 }
 

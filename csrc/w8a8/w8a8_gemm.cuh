@@ -12,6 +12,10 @@
 // shared memory while the tensor cores work on the oldest one. Out-of-range rows (M, N tails) and
 // columns (K tail) are loaded as zeros, so they add nothing to the sums; the epilogue masks stores.
 //
+// Split-K (few output tiles, long K: decode shapes): blockIdx.y picks a contiguous range of K
+// slices, the CTA stores its raw int32 sums into partials[split][M][N], and a second kernel adds
+// the splits (exactly, in int32) and applies the epilogue. Without split-K the epilogue is fused.
+//
 // Shared-memory tile: ROWS rows of 64 bytes (four 16-byte chunks). An `ldmatrix` phase reads the
 // same chunk of 8 consecutive rows; with plain 64-byte rows, rows r and r+2 fall into the same 4
 // banks (4-way conflict). Chunk c of row r is therefore stored at chunk c ^ ((r >> 1) & 3): within
@@ -36,8 +40,12 @@ constexpr int kBlockK = 64;        // bytes (= int8 elements) of K per pipeline 
 constexpr int kChunksPerRow = 4;   // 16-byte chunks per tile row
 constexpr int kGroupM = 8;         // M tiles visited together by consecutive CTAs (L2 reuse of W)
 
-template <int BLOCK_M, int BLOCK_N, int WARPS_M, int WARPS_N, int STAGES>
+// What the GEMM kernel does with its sums.
+enum class Epilogue { kScale, kScaleBias, kPartials };
+
+template <int BLOCK_M, int BLOCK_N, int WARPS_M, int WARPS_N, int STAGES, int CTAS_PER_SM>
 struct GemmConfig {
+  static constexpr int kCtasPerSm = CTAS_PER_SM;  // resident CTAs per SM (for the split-K heuristic)
   static constexpr int kBlockM = BLOCK_M;
   static constexpr int kBlockN = BLOCK_N;
   static constexpr int kWarpsM = WARPS_M;
@@ -114,14 +122,28 @@ __device__ __forceinline__ void load_tile(uint32_t dst, const int8_t* __restrict
   }
 }
 
-// One CTA per output tile; tiles are numbered so that kGroupM consecutive M tiles share each N
+// The spec's epilogue for one output (see the top of this file).
+template <bool HAS_BIAS>
+__device__ __forceinline__ half scale_output(int acc, const half* __restrict__ wscales, const half* __restrict__ bias,
+                                             float a_scale, int n) {
+  const float acc_f = __int2float_rn(acc);
+  const float w_scale = __half2float(wscales[n]);
+  if constexpr (HAS_BIAS) {
+    return __float2half_rn(__fadd_rn(__fmul_rn(__fmul_rn(acc_f, w_scale), a_scale), __half2float(bias[n])));
+  } else {
+    return __float2half_rn(__fmul_rn(acc_f, __fmul_rn(w_scale, a_scale)));
+  }
+}
+
+// One CTA per output tile (and K range); tiles are numbered so that kGroupM consecutive M tiles share each N
 // tile while they are resident together (W, the big operand, is then read from DRAM about
 // ceil(tiles_m / kGroupM) times instead of tiles_m times).
-template <class Cfg, bool HAS_BIAS>
+template <class Cfg, Epilogue EPILOGUE>
 __global__ void __launch_bounds__(Cfg::kThreads)
     w8a8_gemm_kernel(const int8_t* __restrict__ a, const int8_t* __restrict__ w, const half* __restrict__ wscales,
-                     const half* __restrict__ ascales, const half* __restrict__ bias, half* __restrict__ out, int M,
-                     int N, int K, int tiles_m, int tiles_n, bool paired_stores) {
+                     const half* __restrict__ ascales, const half* __restrict__ bias, half* __restrict__ out,
+                     int* __restrict__ partials, int M, int N, int K, int tiles_m, int tiles_n,
+                     int k_tiles_per_split, bool paired_stores) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   // cp.async, ldmatrix and the int8 mma need sm_80; the host refuses older GPUs before launching.
   __trap();
@@ -146,12 +168,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // Stage s holds the A tile at s*kStageBytes and the W tile right after it.
   const uint32_t smem_base = smem_u32(smem);
   constexpr uint32_t kBOffset = Cfg::kBlockM * kBlockK;
-  const int k_tiles = (K + kBlockK - 1) / kBlockK;
+  // This CTA's K slices: [k_tile_begin, k_tile_begin + k_tiles).
+  const int k_tile_begin = static_cast<int>(blockIdx.y) * k_tiles_per_split;
+  const int k_tiles = min((K + kBlockK - 1) / kBlockK - k_tile_begin, k_tiles_per_split);
 
   auto load_stage = [&](int stage, int k_tile) {
     const uint32_t a_dst = smem_base + stage * Cfg::kStageBytes;
-    load_tile<Cfg::kBlockM, Cfg::kThreads>(a_dst, a, M, K, m0, k_tile * kBlockK, tid);
-    load_tile<Cfg::kBlockN, Cfg::kThreads>(a_dst + kBOffset, w, N, K, n0, k_tile * kBlockK, tid);
+    const int k0 = (k_tile_begin + k_tile) * kBlockK;
+    load_tile<Cfg::kBlockM, Cfg::kThreads>(a_dst, a, M, K, m0, k0, tid);
+    load_tile<Cfg::kBlockN, Cfg::kThreads>(a_dst + kBOffset, w, N, K, n0, k0, tid);
   };
 
   int acc[Cfg::kFragsM][Cfg::kFragsN][4];
@@ -225,37 +250,52 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     for (int half_row = 0; half_row < 2; ++half_row) {
       const int m = m0 + warp_m0 + i * 16 + lane / 4 + half_row * 8;
       if (m >= M) continue;
-      const float a_scale = __half2float(ascales[m]);
-      half* out_row = out + static_cast<int64_t>(m) * N;
+      const int64_t row_offset = static_cast<int64_t>(m) * N;
+      if constexpr (EPILOGUE == Epilogue::kPartials) {
+        int* partial_row = partials + static_cast<int64_t>(blockIdx.y) * M * N + row_offset;
 #pragma unroll
-      for (int j = 0; j < Cfg::kFragsN; ++j) {
-        const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
-        if (n >= N) continue;
-        half results[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          // Columns past N are clamped to N-1 for the scale reads; their results are not stored.
-          const int col = min(n + e, N - 1);
-          const float acc_f = __int2float_rn(acc[i][j][half_row * 2 + e]);
-          const float w_scale = __half2float(wscales[col]);
-          float v;
-          if constexpr (HAS_BIAS) {
-            v = __fadd_rn(__fmul_rn(__fmul_rn(acc_f, w_scale), a_scale), __half2float(bias[col]));
-          } else {
-            v = __fmul_rn(acc_f, __fmul_rn(w_scale, a_scale));
-          }
-          results[e] = __float2half_rn(v);
+        for (int j = 0; j < Cfg::kFragsN; ++j) {
+          const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
+          if (n < N) partial_row[n] = acc[i][j][half_row * 2];
+          if (n + 1 < N) partial_row[n + 1] = acc[i][j][half_row * 2 + 1];
         }
-        if (paired_stores) {  // N even and `out` 4-byte aligned, so n + 1 < N and the pair is aligned
-          *reinterpret_cast<__half2*>(out_row + n) = __halves2half2(results[0], results[1]);
-        } else {
-          out_row[n] = results[0];
-          if (n + 1 < N) out_row[n + 1] = results[1];
+      } else {
+        const float a_scale = __half2float(ascales[m]);
+        half* out_row = out + row_offset;
+#pragma unroll
+        for (int j = 0; j < Cfg::kFragsN; ++j) {
+          const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
+          if (n >= N) continue;
+          constexpr bool kBias = EPILOGUE == Epilogue::kScaleBias;
+          const half first = scale_output<kBias>(acc[i][j][half_row * 2], wscales, bias, a_scale, n);
+          if (paired_stores) {  // N even and `out` 4-byte aligned, so n + 1 < N and the pair is aligned
+            const half second = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
+            *reinterpret_cast<__half2*>(out_row + n) = __halves2half2(first, second);
+          } else {
+            out_row[n] = first;
+            if (n + 1 < N) out_row[n + 1] = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
+          }
         }
       }
     }
   }
 #endif
+}
+
+// Split-K second pass: out[m, n] = epilogue(sum over splits of partials[split][m][n]). One thread
+// per output; the int32 sum is exact (each partial and the total are bounded like the full sum).
+template <bool HAS_BIAS>
+__global__ void w8a8_split_k_reduce_kernel(const int* __restrict__ partials, int splits,
+                                           const half* __restrict__ wscales, const half* __restrict__ ascales,
+                                           const half* __restrict__ bias, half* __restrict__ out, int M, int N) {
+  const int64_t mn = static_cast<int64_t>(M) * N;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= mn) return;
+  const int m = static_cast<int>(idx / N);
+  const int n = static_cast<int>(idx % N);
+  int acc = 0;
+  for (int split = 0; split < splits; ++split) acc += partials[split * mn + idx];
+  out[idx] = scale_output<HAS_BIAS>(acc, wscales, bias, __half2float(ascales[m]), n);
 }
 
 }  // namespace w8a8

@@ -14,7 +14,8 @@ from tests.utils import poison
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 M_SWEEP = [1, 7, 16, 17, 100, 128, 129, 256, 257, 1000, 4096]  # crosses every tile config's boundaries
-NK_SWEEP = [(8, 64), (200, 96), (264, 4096), (136, 8192), (8200, 64), (1000, 112)]
+# N, K: tiny, N and K tails, split-K (few tiles, long K; 4112 also gives a K tail in the last split)
+NK_SWEEP = [(8, 64), (200, 96), (264, 4096), (136, 8192), (72, 4112), (8200, 64), (1000, 112)]
 
 
 def nonzero_int8(*shape: int, device: str = "cuda") -> torch.Tensor:
