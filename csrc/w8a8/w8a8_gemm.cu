@@ -19,8 +19,9 @@ using w8a8::GemmConfig;
 // Tile shapes by M (the K slice is always 64 bytes):
 //  * M <= 16 (decode): the GEMM is a stream over W, so many small CTAs (16 x 64 tiles, 4 warps of
 //    16 x 16) and a deep pipeline (8 stages, 40 KiB) keep enough bytes in flight to saturate DRAM;
-//  * M <= 256: 64 x 128 tiles, 8 warps of 32 x 32, 4 stages (48 KiB);
-//  * larger M (compute bound): 128 x 256 tiles, 8 warps of 64 x 64 (the best ldmatrix-to-mma
+//  * M <= 128, or too few large tiles to fill the GPU: 64 x 128 tiles, 8 warps of 32 x 32,
+//    4 stages (48 KiB);
+//  * otherwise (compute bound): 128 x 256 tiles, 8 warps of 64 x 64 (the best ldmatrix-to-mma
 //    ratio that fits the registers: 240 of them), 4 stages (96 KiB).
 // The first two split K when there are too few tiles to fill the GPU (see split_k_count).
 using SmallConfig = GemmConfig<16, 64, 1, 4, 8, 4>;
@@ -177,9 +178,13 @@ void w8a8_gemm(const char* op, const GemmArgs& args) {
   c.check(prop.major >= 8, "needs a GPU of compute capability >= 8.0 (int8 mma.sync, ldmatrix, cp.async), got ",
           prop.name, " (sm_", prop.major, prop.minor, ")");
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  // The large tile only when M is large and its tiles alone fill the GPU; else the medium tile
+  // (which also splits K when its tiles do not fill the GPU either).
+  const int64_t large_tiles = ((M + LargeConfig::kBlockM - 1) / LargeConfig::kBlockM) *
+                              ((N + LargeConfig::kBlockN - 1) / LargeConfig::kBlockN);
   if (M <= 16) {
     launch<SmallConfig, true>(c, args, M, N, K, prop, stream);
-  } else if (M <= 256) {
+  } else if (M <= 128 || large_tiles < prop.multiProcessorCount) {
     launch<MediumConfig, true>(c, args, M, N, K, prop, stream);
   } else {
     launch<LargeConfig, false>(c, args, M, N, K, prop, stream);

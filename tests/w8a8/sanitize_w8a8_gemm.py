@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import awq_inference_engine  # noqa: E402
 from tests.w8a8.test_w8a8_gemm import nonzero_int8, random_scales, reference, ulp_distance  # noqa: E402
 
-# Each tile config (M <= 16, M <= 256, larger) with M, N and K tails; the first two also with
-# split-K (few tiles, long K: two splits, the last ending in a K tail) and its reduce kernel.
-SHAPES = [(5, 200, 96), (3, 72, 2064), (100, 136, 208), (40, 136, 2064), (300, 264, 96)]
+# Each tile config with M, N and K tails: small (M <= 16), medium, large (M > 128 with at least one
+# large tile per SM: 3 x 44 = 132 tiles here); small and medium also with split-K (few tiles, long
+# K: two splits, the last ending in a K tail) and its reduce kernel.
+SHAPES = [(5, 200, 96), (3, 72, 2064), (100, 136, 208), (40, 136, 2064), (300, 11224, 96)]
 
 
 def main() -> int:

@@ -15,7 +15,8 @@ from tests.utils import poison
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 M_SWEEP = [1, 7, 16, 17, 100, 128, 129, 256, 257, 1000, 4096]  # crosses every tile config's boundaries
 # N, K: tiny, N and K tails, split-K (few tiles, long K; 4112 also gives a K tail in the last split)
-NK_SWEEP = [(8, 64), (200, 96), (264, 4096), (136, 8192), (72, 4112), (8200, 64), (1000, 112)]
+# (8200, 96) gives M >= 1000 enough tiles for the large config (with N and K tails).
+NK_SWEEP = [(8, 64), (200, 96), (264, 4096), (136, 8192), (72, 4112), (8200, 96), (1000, 112)]
 
 
 def nonzero_int8(*shape: int, device: str = "cuda") -> torch.Tensor:
@@ -88,8 +89,8 @@ def test_epilogue_within_one_ulp(m: int, n: int, k: int, fused: bool) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m,n,k", [(1, 28672, 8192), (16, 8192, 28672), (256, 4096, 4096), (4096, 8200, 8192),
-                                   (1000, 4096, 4096)])
+@pytest.mark.parametrize("m,n,k", [(1, 28672, 8192), (16, 8192, 28672), (256, 4096, 4096), (256, 28672, 8192),
+                                   (4096, 8200, 8192), (1000, 4096, 4096), (300, 11224, 4112)])
 def test_model_shapes(m: int, n: int, k: int) -> None:
     a, w = nonzero_int8(m, k), nonzero_int8(n, k)
     wscales, ascales = random_scales(n), random_scales(m)
