@@ -31,6 +31,7 @@ using LargeConfig = GemmConfig<128, 256, 2, 4, 4, 1>;
 constexpr int kMaxSplits = 16;
 constexpr int kMinKTilesPerSplit = 8;  // keeps each split's pipeline (up to 8 stages) busy
 constexpr int kReduceThreads = 256;
+constexpr int kDefaultSmemLimit = 48 * 1024;  // dynamic shared memory a launch gets without opting in
 
 // Largest K for which |acc| <= K * 128 * 128 cannot overflow the int32 accumulators.
 constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 128);
@@ -136,7 +137,9 @@ void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, cons
 
   const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(splits));
   const auto run = [&](auto kernel_fn) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+    if constexpr (Cfg::kSmemBytes > kDefaultSmemLimit) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+    }
     kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, w, ws, as, bias, out, partials_ptr, M, N, K,
                                                                 static_cast<int>(tiles_m), static_cast<int>(tiles_n),
                                                                 k_tiles_per_split, paired_stores);
