@@ -150,16 +150,21 @@ def test_empty_m_and_n() -> None:
 
 @pytest.mark.gpu
 def test_current_stream_and_odd_output_alignment() -> None:
-    """Runs on the caller's stream; an out_feats that starts 2 bytes past alignment takes scalar stores."""
+    """Runs on the caller's stream (not the default one); an out_feats that starts 2 bytes past a
+    4-byte boundary takes the scalar stores."""
     m, n, k = 40, 130, 256
     a, w = nonzero_int8(m, k), nonzero_int8(n, k)
     wscales, ascales = random_scales(n), random_scales(m)
     storage = poison(torch.empty(m * n + 1, dtype=torch.float16, device="cuda"))
     out = storage[1:].view(m, n)
     stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
+        torch.cuda._sleep(200_000_000)  # ~0.1 s: the GEMM queued behind it cannot have run yet
         awq_inference_engine.w8a8_gemm_forward_cuda(a, w, wscales, ascales, out)
+    before = out.clone()  # on the idle default stream: sees `out` before the side stream writes it
     stream.synchronize()
+    assert torch.isnan(before).all(), "the GEMM ran on another stream than the current one"
     assert_within_one_ulp(out, reference(a, w, wscales, ascales, None))
 
 
