@@ -70,7 +70,9 @@ void validate(const ArgChecker& c, const GemmArgs& args) {
   c.dtype(args.wscales, "wscales", at::kHalf);
   c.shape(args.wscales, "wscales", {N}, "[N]");
   c.dtype(args.ascales, "ascales", at::kHalf);
-  c.check(args.ascales.numel() == M && (args.ascales.dim() == 1 || (args.ascales.dim() == 2 && args.ascales.size(1) == 1)),
+  const bool ascales_shape_ok =
+      args.ascales.numel() == M && (args.ascales.dim() == 1 || (args.ascales.dim() == 2 && args.ascales.size(1) == 1));
+  c.check(ascales_shape_ok,
           "argument 'ascales' must have shape [M] or [M, 1] with M = in_feats.size(0) = ", M, ", got ",
           args.ascales.sizes());
   c.dtype(args.out_feats, "out_feats", at::kHalf);

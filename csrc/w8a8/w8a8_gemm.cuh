@@ -273,7 +273,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
             *reinterpret_cast<__half2*>(out_row + n) = __halves2half2(first, second);
           } else {
             out_row[n] = first;
-            if (n + 1 < N) out_row[n + 1] = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
+            if (n + 1 < N) {
+              out_row[n + 1] = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
+            }
           }
         }
       }
