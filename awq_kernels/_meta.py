@@ -45,6 +45,21 @@ def _awq_w4a16_gemm(
 ) -> torch.Tensor:
     n = 4 * qweight.shape[0] if layout == "v2" else qweight.shape[0]
     return in_feats.new_empty((*in_feats.shape[:-1], n))
+def _w8a8_gemm_forward_cuda(
+    in_feats: torch.Tensor, kernel: torch.Tensor, wscales: torch.Tensor, ascales: torch.Tensor, out_feats: torch.Tensor
+) -> None:
+    return None
+
+
+def _w8a8_gemm_fuse_bias_forward_cuda(
+    in_feats: torch.Tensor,
+    kernel: torch.Tensor,
+    wscales: torch.Tensor,
+    ascales: torch.Tensor,
+    out_feats: torch.Tensor,
+    bias: torch.Tensor,
+) -> None:
+    return None
 
 
 _AWQ_INFERENCE_ENGINE = {
@@ -54,6 +69,8 @@ _AWQ_INFERENCE_ENGINE = {
     "gemm_forward_cuda_new": _gemm_forward_cuda_new,
     "gemv_forward_cuda_new": _gemv_forward_cuda_new,
     "awq_w4a16_gemm": _awq_w4a16_gemm,
+    "w8a8_gemm_forward_cuda": _w8a8_gemm_forward_cuda,
+    "w8a8_gemm_fuse_bias_forward_cuda": _w8a8_gemm_fuse_bias_forward_cuda,
 }
 
 _FT_ATTENTION: dict = {}

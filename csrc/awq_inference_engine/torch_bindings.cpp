@@ -15,6 +15,7 @@
 #include "common/build_info.h"
 #include "layernorm/layernorm.h"
 #include "w4a16/w4a16.h"
+#include "w8a8/w8a8_gemm.h"
 
 AWQ_PYTHON_MODULE(_awq_inference_engine)
 
@@ -57,6 +58,8 @@ void register_impls(torch::Library& m) {
   m.impl("gemm_forward_cuda_new", &awq::gemm_forward_cuda_new);
   m.impl("gemv_forward_cuda_new", &awq::gemv_forward_cuda_new);
   m.impl("awq_w4a16_gemm", &awq::awq_w4a16_gemm);
+  m.impl("w8a8_gemm_forward_cuda", &awq::w8a8_gemm_forward_cuda);
+  m.impl("w8a8_gemm_fuse_bias_forward_cuda", &awq::w8a8_gemm_fuse_bias_forward_cuda);
 }
 
 }  // namespace

@@ -1,0 +1,212 @@
+#include <ATen/MemoryOverlap.h>
+#include <ATen/ops/empty.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <limits>
+
+#include "common/checks.h"
+#include "w8a8/w8a8_gemm.cuh"
+#include "w8a8/w8a8_gemm.h"
+
+namespace awq {
+namespace {
+
+using w8a8::Epilogue;
+using w8a8::GemmConfig;
+
+// Tile shapes by M (the K slice is always 64 bytes):
+//  * M <= 16 (decode): the GEMM is a stream over W, so many small CTAs (16 x 64 tiles, 4 warps of
+//    16 x 16) and a deep pipeline (8 stages, 40 KiB) keep enough bytes in flight to saturate DRAM;
+//  * M <= 128, or too few large tiles to fill the GPU: 64 x 128 tiles, 8 warps of 32 x 32,
+//    4 stages (48 KiB);
+//  * otherwise (compute bound): 128 x 256 tiles, 8 warps of 64 x 64 (the best ldmatrix-to-mma
+//    ratio that fits the registers: 240 of them), 4 stages (96 KiB).
+// The first two split K when there are too few tiles to fill the GPU (see split_k_count).
+using SmallConfig = GemmConfig<16, 64, 1, 4, 8, 4>;
+using MediumConfig = GemmConfig<64, 128, 2, 4, 4, 2>;
+using LargeConfig = GemmConfig<128, 256, 2, 4, 4, 1>;
+
+constexpr int kMaxSplits = 16;
+constexpr int kMinKTilesPerSplit = 8;  // keeps each split's pipeline (up to 8 stages) busy
+constexpr int kReduceThreads = 256;
+constexpr int kDefaultSmemLimit = 48 * 1024;  // dynamic shared memory a launch gets without opting in
+
+// Largest K for which |acc| <= K * 128 * 128 cannot overflow the int32 accumulators.
+constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 128);
+
+struct GemmArgs {
+  const at::Tensor& in_feats;
+  const at::Tensor& kernel;
+  const at::Tensor& wscales;
+  const at::Tensor& ascales;
+  const at::Tensor& out_feats;
+  const at::Tensor* bias;  // null for the plain GEMM
+};
+
+// Every check that needs no GPU, then the device check last (spec §3.9/§3.10 checks nothing; the
+// original's undocumented requirements K % 64 == 0 and N % CTA_N == 0 are lifted here).
+void validate(const ArgChecker& c, const GemmArgs& args) {
+  const at::Tensor& in_feats = args.in_feats;
+  const at::Tensor& kernel = args.kernel;
+  c.dtype(in_feats, "in_feats", at::kChar);
+  c.dim(in_feats, "in_feats", 2);
+  c.dtype(kernel, "kernel", at::kChar);
+  c.dim(kernel, "kernel", 2);
+  const int64_t M = in_feats.size(0);
+  const int64_t K = in_feats.size(1);
+  const int64_t N = kernel.size(0);
+  c.check(kernel.size(1) == K, "argument 'kernel' must have shape [N, K] with K = in_feats.size(1) = ", K,
+          ", got ", kernel.sizes());
+  constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
+  c.check(M <= kIntMax && N <= kIntMax && K <= kIntMax, "M, N and K must each be < 2^31, got M = ", M,
+          ", N = ", N, ", K = ", K);
+  c.check(K <= kMaxK, "K = in_feats.size(1) must be <= ", kMaxK, " so that the int32 accumulators cannot overflow, ",
+          "got K = ", K);
+  // Rows are copied as 16-byte vectors (cp.async), so each row must start 16-byte aligned.
+  c.check(K % 16 == 0, "K = in_feats.size(1) must be a multiple of 16 (rows of in_feats and kernel are read as ",
+          "16-byte vectors), got K = ", K);
+  c.dtype(args.wscales, "wscales", at::kHalf);
+  c.shape(args.wscales, "wscales", {N}, "[N]");
+  c.dtype(args.ascales, "ascales", at::kHalf);
+  const bool ascales_shape_ok =
+      args.ascales.numel() == M && (args.ascales.dim() == 1 || (args.ascales.dim() == 2 && args.ascales.size(1) == 1));
+  c.check(ascales_shape_ok,
+          "argument 'ascales' must have shape [M] or [M, 1] with M = in_feats.size(0) = ", M, ", got ",
+          args.ascales.sizes());
+  c.dtype(args.out_feats, "out_feats", at::kHalf);
+  c.shape(args.out_feats, "out_feats", {M, N}, "[M, N]");
+  if (args.bias != nullptr) {
+    c.dtype(*args.bias, "bias", at::kHalf);
+    c.shape(*args.bias, "bias", {N}, "[N]");
+  }
+  c.contiguous(in_feats, "in_feats");
+  c.contiguous(kernel, "kernel");
+  c.contiguous(args.wscales, "wscales");
+  c.contiguous(args.ascales, "ascales");
+  c.contiguous(args.out_feats, "out_feats");
+  if (args.bias != nullptr) c.contiguous(*args.bias, "bias");
+  c.check(c.aligned16(in_feats), "argument 'in_feats' must start at a 16-byte aligned address (it is read as ",
+          "16-byte vectors), got storage offset ", in_feats.storage_offset());
+  c.check(c.aligned16(kernel), "argument 'kernel' must start at a 16-byte aligned address (it is read as ",
+          "16-byte vectors), got storage offset ", kernel.storage_offset());
+  const at::Tensor& any_bias = args.bias != nullptr ? *args.bias : args.wscales;
+  c.cuda(in_feats, "in_feats",
+         {{&kernel, "kernel"}, {&args.wscales, "wscales"}, {&args.ascales, "ascales"}, {&args.out_feats, "out_feats"},
+          {&any_bias, args.bias != nullptr ? "bias" : "wscales"}});
+  for (const at::Tensor* input : {&in_feats, &kernel, &args.wscales, &args.ascales, &any_bias}) {
+    at::assert_no_overlap(args.out_feats, *input);
+  }
+}
+
+// Splits of K (a power of two) so that the GPU gets about Cfg::kCtasPerSm CTAs per SM, each with at
+// least kMinKTilesPerSplit K slices. 1 when the output tiles alone fill the GPU.
+template <class Cfg>
+int split_k_count(int64_t tiles, int k_tiles, int sm_count) {
+  const int64_t target_ctas = static_cast<int64_t>(Cfg::kCtasPerSm) * sm_count;
+  int splits = 1;
+  while (splits < kMaxSplits && tiles * splits * 2 <= target_ctas && k_tiles >= splits * 2 * kMinKTilesPerSplit) {
+    splits *= 2;
+  }
+  return splits;
+}
+
+template <class Cfg, bool ALLOW_SPLIT_K>
+void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, const cudaDeviceProp& prop,
+            cudaStream_t stream) {
+  const int64_t tiles_m = (M + Cfg::kBlockM - 1) / Cfg::kBlockM;
+  const int64_t tiles_n = (N + Cfg::kBlockN - 1) / Cfg::kBlockN;
+  c.check(tiles_m * tiles_n <= std::numeric_limits<int32_t>::max(), "too many output tiles (M = ", M, ", N = ", N,
+          ")");
+  c.check(static_cast<size_t>(Cfg::kSmemBytes) <= prop.sharedMemPerBlockOptin, "needs ", Cfg::kSmemBytes,
+          " bytes of shared memory per block, the GPU allows ", prop.sharedMemPerBlockOptin);
+  const int k_tiles = (K + w8a8::kBlockK - 1) / w8a8::kBlockK;
+  int splits = ALLOW_SPLIT_K ? split_k_count<Cfg>(tiles_m * tiles_n, k_tiles, prop.multiProcessorCount) : 1;
+  const int k_tiles_per_split = splits == 1 ? k_tiles : (k_tiles + splits - 1) / splits;
+  if (splits > 1) splits = (k_tiles + k_tiles_per_split - 1) / k_tiles_per_split;  // no empty split
+
+  const bool paired_stores = N % 2 == 0 && reinterpret_cast<uintptr_t>(args.out_feats.data_ptr()) % 4 == 0;
+  const auto* a = static_cast<const int8_t*>(args.in_feats.data_ptr());
+  const auto* w = static_cast<const int8_t*>(args.kernel.data_ptr());
+  const auto* ws = static_cast<const half*>(args.wscales.data_ptr());
+  const auto* as = static_cast<const half*>(args.ascales.data_ptr());
+  const half* bias = args.bias != nullptr ? static_cast<const half*>(args.bias->data_ptr()) : nullptr;
+  auto* out = static_cast<half*>(args.out_feats.data_ptr());
+  at::Tensor partials;
+  if (splits > 1) partials = at::empty({splits, M, N}, args.in_feats.options().dtype(at::kInt));
+  int* partials_ptr = splits > 1 ? partials.data_ptr<int>() : nullptr;
+
+  const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(splits));
+  const auto run = [&](auto kernel_fn) {
+    if constexpr (Cfg::kSmemBytes > kDefaultSmemLimit) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+    }
+    kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, w, ws, as, bias, out, partials_ptr, M, N, K,
+                                                                static_cast<int>(tiles_m), static_cast<int>(tiles_n),
+                                                                k_tiles_per_split, paired_stores);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if constexpr (ALLOW_SPLIT_K) {
+    if (splits > 1) {
+      run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kPartials>);
+      const int64_t outputs = static_cast<int64_t>(M) * N;
+      const auto blocks = static_cast<unsigned>((outputs + kReduceThreads - 1) / kReduceThreads);
+      if (bias != nullptr) {
+        w8a8::w8a8_split_k_reduce_kernel<true>
+            <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
+      } else {
+        w8a8::w8a8_split_k_reduce_kernel<false>
+            <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
+  if (bias != nullptr) {
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScaleBias>);
+  } else {
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScale>);
+  }
+}
+
+void w8a8_gemm(const char* op, const GemmArgs& args) {
+  const ArgChecker c(op);
+  validate(c, args);
+  const int M = static_cast<int>(args.in_feats.size(0));
+  const int K = static_cast<int>(args.in_feats.size(1));
+  const int N = static_cast<int>(args.kernel.size(0));
+  if (M == 0 || N == 0) return;
+
+  const c10::cuda::CUDAGuard guard(args.in_feats.device());
+  const cudaDeviceProp& prop = *at::cuda::getCurrentDeviceProperties();
+  c.check(prop.major >= 8, "needs a GPU of compute capability >= 8.0 (int8 mma.sync, ldmatrix, cp.async), got ",
+          prop.name, " (sm_", prop.major, prop.minor, ")");
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  // The large tile only when M is large and its tiles alone fill the GPU; else the medium tile
+  // (which also splits K when its tiles do not fill the GPU either).
+  const int64_t large_tiles = ((M + LargeConfig::kBlockM - 1) / LargeConfig::kBlockM) *
+                              ((N + LargeConfig::kBlockN - 1) / LargeConfig::kBlockN);
+  if (M <= 16) {
+    launch<SmallConfig, true>(c, args, M, N, K, prop, stream);
+  } else if (M <= 128 || large_tiles < prop.multiProcessorCount) {
+    launch<MediumConfig, true>(c, args, M, N, K, prop, stream);
+  } else {
+    launch<LargeConfig, false>(c, args, M, N, K, prop, stream);
+  }
+}
+
+}  // namespace
+
+void w8a8_gemm_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel, const at::Tensor& wscales,
+                            const at::Tensor& ascales, const at::Tensor& out_feats) {
+  w8a8_gemm("w8a8_gemm_forward_cuda", {in_feats, kernel, wscales, ascales, out_feats, nullptr});
+}
+
+void w8a8_gemm_fuse_bias_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel,
+                                      const at::Tensor& wscales, const at::Tensor& ascales,
+                                      const at::Tensor& out_feats, const at::Tensor& bias) {
+  w8a8_gemm("w8a8_gemm_fuse_bias_forward_cuda", {in_feats, kernel, wscales, ascales, out_feats, &bias});
+}
+
+}  // namespace awq
