@@ -12,6 +12,7 @@
 
 #include <torch/library.h>
 
+#include "attention/attention.h"
 #include "common/build_info.h"
 #include "layernorm/layernorm.h"
 
@@ -49,6 +50,7 @@ namespace {
 
 void register_impls(torch::Library& m) {
   m.impl("layernorm_forward_cuda", &awq::layernorm_forward_cuda);
+  m.impl("single_query_attention", &awq::single_query_attention);
 }
 
 }  // namespace
