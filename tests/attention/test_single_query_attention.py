@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.attention.reference import cache_x, pack_k_cache, reference, unpack_k_cache
-from tests.utils import relerr
+from tests.utils import poison, relerr
 
 pytestmark = pytest.mark.gpu
 
@@ -50,6 +50,10 @@ def check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tens
           base: float = 10000.0, scale: float = 1.0, neox: bool = True, module: str = "awq_inference_engine") -> None:
     expected, k_after, v_after = reference(q, k, v, k_cache, v_cache, lengths, alibi, timestep, rot, base, scale,
                                            neox)
+    # The op allocates its output: leave a freed NaN block of that size for the caching allocator to hand
+    # back, so an unwritten element shows up as NaN.
+    del_me = poison(torch.empty(q.shape, dtype=q.dtype, device="cuda"))
+    del del_me
     torch.cuda.synchronize()
     out = _module(module).single_query_attention(q, k, v, k_cache, v_cache, lengths, alibi, timestep, rot, base,
                                                  scale, neox)
@@ -180,7 +184,7 @@ def test_golden(name: str, module: str) -> None:
     ref = case["reference"]
     ours = relerr(out, ref)
     original = case["relerr_vs_reference"]
-    assert ours <= max(original, 1e-6) * 1.05, f"ours {ours:.2e} vs original {original:.2e}"
+    assert ours <= max(original * 1.05, 2e-6), f"ours {ours:.2e} vs original {original:.2e}"
     # The caches: bit-exact where the original wrote raw values, within rounding for rotated keys.
     tol = 1e-6 if q.dtype == torch.float32 else (1e-3 if q.dtype == torch.float16 else 4e-3)
     assert relerr(kc, case["outputs"]["k_cache_after"]) < tol
