@@ -84,15 +84,17 @@ def _extension(name: str, families: tuple[str, ...]) -> cpp_extension.CUDAExtens
     return ext
 
 
-ATTENTION = ("attention",)
-AWQ_FAMILIES = ("awq_inference_engine", "layernorm", "w4a16", "rotary", "activation", "w8a8", *ATTENTION)
+AWQ_FAMILIES = ("awq_inference_engine", "layernorm", "w4a16", "rotary", "activation", "w8a8")
+# The attention kernels are compiled once, into the ft_attention extension, which also registers
+# them as awq_inference_engine.single_query_attention.
+FT_ATTENTION_FAMILIES = ("ft_attention", "attention")
 
 torch_major_minor = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 
 setup(
     ext_modules=[
         _extension("awq_kernels._awq_inference_engine", AWQ_FAMILIES),
-        _extension("awq_kernels._ft_attention", ("ft_attention", *ATTENTION)),
+        _extension("awq_kernels._ft_attention", FT_ATTENTION_FAMILIES),
     ],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
     # The binaries are tied to the torch they were compiled against (C++ ABI, CUDA version).

@@ -10,6 +10,9 @@ import torch
 from awq_kernels import _meta
 
 EXTENSIONS = ("awq_inference_engine", "ft_attention")
+# The shared objects behind each op namespace: awq_inference_engine's single_query_attention is
+# implemented in the ft_attention extension (compiled once, registered under both namespaces).
+_LIBRARIES = {"awq_inference_engine": ("_awq_inference_engine", "_ft_attention"), "ft_attention": ("_ft_attention",)}
 
 
 @functools.cache
@@ -17,13 +20,14 @@ def load(namespace: str) -> torch._ops._OpNamespace:
     """Import `awq_kernels._<namespace>` (registering its ops) and return `torch.ops.<namespace>`."""
     if namespace not in EXTENSIONS:
         raise ValueError(f"unknown extension {namespace!r}; expected one of {EXTENSIONS}")
-    try:
-        importlib.import_module(f"awq_kernels._{namespace}")
-    except ImportError as exc:
-        raise ImportError(
-            f"the compiled extension awq_kernels._{namespace} could not be loaded ({exc}). "
-            "Run `awq-kernels doctor` to see what is wrong with this installation."
-        ) from exc
+    for library in _LIBRARIES[namespace]:
+        try:
+            importlib.import_module(f"awq_kernels.{library}")
+        except ImportError as exc:
+            raise ImportError(
+                f"the compiled extension awq_kernels.{library} could not be loaded ({exc}). "
+                "Run `awq-kernels doctor` to see what is wrong with this installation."
+            ) from exc
     _meta.register(namespace)
     return getattr(torch.ops, namespace)
 

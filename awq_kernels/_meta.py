@@ -6,6 +6,8 @@ write their out-arguments. They are registered when an extension is loaded.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -60,6 +62,21 @@ def _w8a8_gemm_fuse_bias_forward_cuda(
     bias: torch.Tensor,
 ) -> None:
     return None
+def _single_query_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    length_per_sample_: Optional[torch.Tensor],
+    alibi_slopes_: Optional[torch.Tensor],
+    timestep: int,
+    rotary_embedding_dim: int = 0,
+    rotary_base: float = 10000.0,
+    rotary_scale: float = 1.0,
+    neox_rotary_style: bool = True,
+) -> torch.Tensor:
+    return q.new_empty(q.shape)  # dense [B, H, Dh] even when q is a strided view
 
 
 _AWQ_INFERENCE_ENGINE = {
@@ -71,9 +88,12 @@ _AWQ_INFERENCE_ENGINE = {
     "awq_w4a16_gemm": _awq_w4a16_gemm,
     "w8a8_gemm_forward_cuda": _w8a8_gemm_forward_cuda,
     "w8a8_gemm_fuse_bias_forward_cuda": _w8a8_gemm_fuse_bias_forward_cuda,
+    "single_query_attention": _single_query_attention,
 }
 
-_FT_ATTENTION: dict = {}
+_FT_ATTENTION: dict = {
+    "single_query_attention": _single_query_attention,
+}
 
 _BY_NAMESPACE = {"awq_inference_engine": _AWQ_INFERENCE_ENGINE, "ft_attention": _FT_ATTENTION}
 

@@ -8,6 +8,10 @@
 // it validates every argument and then rejects the CPU tensors with a message naming the argument,
 // instead of the dispatcher's generic "could not run ... with arguments from the 'CPU' backend".
 // Shape functions for torch.compile are registered in Python (awq_kernels/_meta.py).
+//
+// `single_query_attention` is defined here but implemented in the ft_attention extension, which
+// registers the one attention implementation under both namespaces (so its many kernel variants
+// are compiled once); the `awq_inference_engine` Python module loads both extensions.
 #include "common/python_module.h"  // must come first: Python.h with the limited API
 
 #include <torch/library.h>

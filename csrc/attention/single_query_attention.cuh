@@ -1,0 +1,464 @@
+// Decode attention of one new token per sequence over a FasterTransformer KV cache
+// (llm-awq / FasterTransformer `single_query_attention`, shared/spec/awq-interface.md §3.7),
+// split over the cache ("flash-decoding").
+//
+// Cache layouts (x = 16 bytes / sizeof(T): 4 for fp32, 8 for fp16 and bf16):
+//   K cache [B, Hkv, Dh/x, L, x]: the key of position slot `p`, elements d..d+x-1 (d a multiple of
+//     x), is one 16-byte "slab" at [b, hk, d/x, p, :]. Consecutive slots of one slab are
+//     contiguous, so the kernel gives consecutive positions to consecutive lanes: each warp-wide
+//     16-byte load reads 512 contiguous bytes.
+//   V cache [B, Hkv, L, Dh]: one row of Dh elements per slot; a row is read by Dh/x lanes, 16 bytes
+//     each.
+// Position j (0-based, absolute) lives in slot j % L (a circular buffer once the sequence is longer
+// than L). The new token's position is t (= the number of tokens before it); it attends to the
+// window [max(0, t+1-L), t], where position t is the new token itself, taken from `k`/`v`.
+//
+// Work split: one CTA per (chunk of the window, group of up to G_MAX query heads, KV head, batch).
+// The query heads that share a KV head (GQA/MQA) are processed by the same CTA, so each KV byte is
+// read from DRAM once when H/Hkv <= G_MAX (more query heads per KV head use several head groups, whose
+// CTAs are launched side by side so the repeated reads mostly hit L2). Each CTA:
+//   1. rotates q (and, in the chunk that holds position t, the new key) in fp32 with accurate
+//      sin/cos, rounds them to T like the cache stores them; that CTA of head group 0 writes the
+//      new K and V into slot t % L (one writer per KV head; no CTA reads that slot, since the
+//      window's other positions occupy the other L-1 slots);
+//   2. scores its chunk's positions for all its heads into shared memory (bounded by the chunk size,
+//      independent of L), 3. turns them into exp(s - chunk max) and their sum,
+//   4. accumulates P·V in fp32,
+//   5. writes (max, sum, unnormalised output) per head for the combine kernel, or, when the whole
+//      window is one chunk, the final output directly.
+// The combine kernel merges chunks exactly as one softmax over the window:
+//   out = Σ_c e^(m_c - m) acc_c / (Σ_c e^(m_c - m) l_c + 1e-6),  m = max_c m_c
+// which is the spec's p = exp(s - max) / (Σ exp(s - max) + 1e-6) applied to V.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/cuda_utils.cuh"
+
+namespace awq {
+namespace attention {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kScoreCapacity = 4096;  // floats of shared memory for one chunk's scores: C * G_MAX
+constexpr int kMaxRotaryPairs = 128;  // rotary_embedding_dim / 2 <= Dh / 2 <= 128
+
+struct Params {
+  const void* q;  // [B, H, Dh], batch stride q_batch_stride, head stride Dh
+  const void* k;  // [B, Hkv, Dh], new key (before rotary)
+  const void* v;  // [B, Hkv, Dh], new value
+  void* k_cache;  // [B, Hkv, Dh/x, L, x]
+  void* v_cache;  // [B, Hkv, L, Dh]
+  void* out;      // [B, H, Dh] contiguous
+  float* partial_out;     // [B, H, chunks, Dh]: unnormalised P·V per chunk (split mode only)
+  float2* partial_stats;  // [B, H, chunks]: (max score, Σ exp(score - max)) per chunk
+  const int* length_per_sample;  // [B] or null
+  const float* alibi_slopes;     // [H] or null
+  int64_t q_batch_stride, k_batch_stride, v_batch_stride;
+  int timestep;
+  int num_heads, num_kv_heads, head_dim, cache_len;
+  int head_groups;  // ceil((H / Hkv) / G_MAX)
+  int chunk_size;   // positions per CTA
+  int num_chunks;   // CTAs per (head group, KV head, batch) along the window
+  int rotary_dim;
+  double rotary_base, rotary_scale;  // the angle is computed in double (accurate at long contexts)
+  bool neox_rotary;
+  float inv_sqrt_dh;
+};
+
+// Position of the new token for batch entry b; negative values (only possible through
+// length_per_sample) produce NaN outputs and leave the caches untouched.
+__device__ __forceinline__ int new_token_position(const Params& p, int b) {
+  return p.length_per_sample != nullptr ? p.length_per_sample[b] : p.timestep;
+}
+
+// First position of the window, max(0, t + 1 - L), computed without overflow.
+__device__ __forceinline__ int window_start(int t, int cache_len) {
+  const int64_t first = static_cast<int64_t>(t) + 1 - cache_len;
+  return first > 0 ? static_cast<int>(first) : 0;
+}
+
+template <typename T>
+__device__ __forceinline__ float round_to(float x) {
+  return to_float(from_float<T>(x));
+}
+
+// Rotates `count` vectors of pairs in place (fp32 math, results rounded to T). Element d of
+// vector n is at vec[d * stride + n]. NeoX pairs (i, i + rot/2); GPT-J pairs (2i, 2i + 1).
+template <typename T>
+__device__ void rotate_in_place(float* vec, int stride, int count, const Params& p, const float* cos_table,
+                                const float* sin_table) {
+  const int half_rot = p.rotary_dim / 2;
+  for (int idx = threadIdx.x; idx < count * half_rot; idx += kThreads) {
+    const int n = idx / half_rot;
+    const int i = idx % half_rot;
+    const int d0 = p.neox_rotary ? i : 2 * i;
+    const int d1 = p.neox_rotary ? i + half_rot : 2 * i + 1;
+    const float a = vec[d0 * stride + n];
+    const float b = vec[d1 * stride + n];
+    vec[d0 * stride + n] = round_to<T>(a * cos_table[i] - b * sin_table[i]);
+    vec[d1 * stride + n] = round_to<T>(b * cos_table[i] + a * sin_table[i]);
+  }
+}
+
+template <typename T, int DH_MAX, int G_MAX>
+__global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kernel(const Params p) {
+  constexpr int X = 16 / sizeof(T);          // elements per 16-byte slab
+  constexpr int kMaxSlabs = DH_MAX / X;      // 16-byte pieces of a head
+  constexpr int kSlabBatch = 8;              // K loads in flight per thread before use
+  constexpr int kRowThreads = kMaxSlabs < 32 ? kMaxSlabs : 32;  // threads reading one V row
+  constexpr int kSlabsPerThread = kMaxSlabs / kRowThreads;      // V pieces per thread (1 or 2)
+  constexpr int kRowsPerPass = kThreads / kRowThreads;
+  // V rows in flight per thread (fewer with 8 heads, whose 64 accumulators would otherwise spill).
+  constexpr int kRowBatch = (G_MAX >= 8 ? 4 : 8) / kSlabsPerThread;
+  using Slab = Vec<T, X>;
+
+  __shared__ __align__(16) float q_smem[DH_MAX * G_MAX];     // [d][head], rotated
+  __shared__ __align__(16) float scores[kScoreCapacity];     // [position][head]; later the reduction buffer
+  __shared__ __align__(16) float new_k[DH_MAX], new_v[DH_MAX];
+  __shared__ float cos_table[kMaxRotaryPairs], sin_table[kMaxRotaryPairs];
+  __shared__ float warp_stats[kWarps][G_MAX];
+  __shared__ float head_max[G_MAX], head_sum[G_MAX];
+  static_assert(kWarps * DH_MAX <= kScoreCapacity, "reduction buffer must fit in the score buffer");
+  static_assert(G_MAX <= kWarps, "one warp scores the new token per head");
+
+  const int chunk = blockIdx.x / p.head_groups;
+  const int head_group = blockIdx.x % p.head_groups;
+  const int kv_head = blockIdx.y;
+  const int b = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int group_size = p.num_heads / p.num_kv_heads;
+  const int first_head = kv_head * group_size + head_group * G_MAX;  // absolute index of local head 0
+  const int heads_here = min(G_MAX, group_size - head_group * G_MAX);
+  const int Dh = p.head_dim;
+  const int L = p.cache_len;
+
+  const int t = new_token_position(p, b);
+  if (t < 0) {
+    if (p.num_chunks == 1) {
+      T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(b) * p.num_heads + first_head) * Dh;
+      for (int i = tid; i < heads_here * Dh; i += kThreads) out[i] = from_float<T>(NAN);
+    }
+    return;  // the combine kernel writes NaN in split mode
+  }
+  // This chunk holds absolute positions [chunk_begin, chunk_end).
+  const int64_t begin64 = window_start(t, L) + static_cast<int64_t>(chunk) * p.chunk_size;
+  if (begin64 > t) return;  // past this sequence's window (length_per_sample below the maximum)
+  const int chunk_begin = static_cast<int>(begin64);
+  const int chunk_end = min(t + 1, chunk_begin + p.chunk_size);
+  const bool has_new = chunk_end == t + 1;
+  const int num_cached = chunk_end - chunk_begin - (has_new ? 1 : 0);  // positions read from the cache
+
+  // 1. q, the new key and value, rotated.
+  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + static_cast<int64_t>(first_head) * Dh;
+  for (int i = tid; i < G_MAX * Dh; i += kThreads) {
+    const int h = i / Dh, d = i % Dh;
+    q_smem[d * G_MAX + h] = h < heads_here ? to_float(q[i]) : 0.f;
+  }
+  if (has_new) {
+    const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + static_cast<int64_t>(kv_head) * Dh;
+    const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + static_cast<int64_t>(kv_head) * Dh;
+    for (int d = tid; d < Dh; d += kThreads) {
+      new_k[d] = to_float(k[d]);
+      new_v[d] = to_float(v[d]);
+    }
+  }
+  if (p.rotary_dim > 0) {
+    for (int i = tid; i < p.rotary_dim / 2; i += kThreads) {
+      // Accurate angle: the position times base^(-2i/rot), in double, then reduced by sincos.
+      const double inv_freq = pow(p.rotary_base, -2.0 * i / p.rotary_dim);
+      double s, c;
+      sincos(static_cast<double>(t) * p.rotary_scale * inv_freq, &s, &c);
+      cos_table[i] = static_cast<float>(c);
+      sin_table[i] = static_cast<float>(s);
+    }
+    __syncthreads();
+    rotate_in_place<T>(q_smem, G_MAX, G_MAX, p, cos_table, sin_table);
+    if (has_new) rotate_in_place<T>(new_k, 1, 1, p, cos_table, sin_table);
+  }
+  __syncthreads();
+
+  const int64_t kv_offset = (static_cast<int64_t>(b) * p.num_kv_heads + kv_head) * L * Dh;
+  T* k_cache = static_cast<T*>(p.k_cache) + kv_offset;
+  T* v_cache = static_cast<T*>(p.v_cache) + kv_offset;
+  const int64_t slab_stride = static_cast<int64_t>(L) * X;
+  if (has_new && head_group == 0) {
+    const int slot = t % L;
+    for (int d = tid; d < Dh; d += kThreads) {
+      k_cache[(d / X) * slab_stride + static_cast<int64_t>(slot) * X + d % X] = from_float<T>(new_k[d]);
+      v_cache[static_cast<int64_t>(slot) * Dh + d] = from_float<T>(new_v[d]);
+    }
+  }
+  const int first_slot = chunk_begin % L;
+  auto slot_of = [&](int local) {  // slot of position chunk_begin + local (local < L)
+    const int s = first_slot + local;
+    return s >= L ? s - L : s;
+  };
+
+  // 2. Scores of the cached positions: one position per thread, its slabs loaded in batches.
+  const int num_slabs = Dh / X;
+  float thread_max[G_MAX], slope[G_MAX];
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h) {
+    thread_max[h] = -INFINITY;
+    slope[h] = p.alibi_slopes != nullptr && h < heads_here ? p.alibi_slopes[first_head + h] : 0.f;
+  }
+  for (int local = tid; local < num_cached; local += kThreads) {
+    const T* key = k_cache + static_cast<int64_t>(slot_of(local)) * X;
+    float dot[G_MAX];
+#pragma unroll
+    for (int h = 0; h < G_MAX; ++h) dot[h] = 0.f;
+#pragma unroll
+    for (int s0 = 0; s0 < kMaxSlabs; s0 += kSlabBatch) {
+      if (s0 < num_slabs) {
+        Slab slabs[kSlabBatch];
+#pragma unroll
+        for (int i = 0; i < kSlabBatch; ++i) {
+          if (s0 + i < num_slabs) slabs[i] = *reinterpret_cast<const Slab*>(key + (s0 + i) * slab_stride);
+        }
+#pragma unroll
+        for (int i = 0; i < kSlabBatch; ++i) {
+          if (s0 + i < num_slabs) {
+#pragma unroll
+            for (int e = 0; e < X; ++e) {
+              const float kf = to_float(slabs[i].v[e]);
+#pragma unroll
+              for (int h = 0; h < G_MAX; ++h) dot[h] += q_smem[((s0 + i) * X + e) * G_MAX + h] * kf;
+            }
+          }
+        }
+      }
+    }
+    const int position = chunk_begin + local;
+#pragma unroll
+    for (int h = 0; h < G_MAX; ++h) {
+      const float s = dot[h] * p.inv_sqrt_dh + slope[h] * static_cast<float>(position - t);
+      scores[local * G_MAX + h] = s;
+      thread_max[h] = fmaxf(thread_max[h], s);
+    }
+  }
+  if (has_new && warp < G_MAX) {  // the new token: one warp per head, from shared memory
+    float dot = 0.f;
+    for (int d = lane; d < Dh; d += 32) dot += q_smem[d * G_MAX + warp] * new_k[d];
+    dot = warp_sum(dot) * p.inv_sqrt_dh;  // ALiBi adds slope * (t - t) = 0
+    if (lane == 0) scores[num_cached * G_MAX + warp] = dot;
+#pragma unroll
+    for (int h = 0; h < G_MAX; ++h) {  // compile-time indices keep thread_max in registers
+      if (h == warp) thread_max[h] = fmaxf(thread_max[h], dot);
+    }
+  }
+
+  // 3. Chunk maximum per head, then exp(s - max) in place and its sum.
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h) {
+    const float m = warp_max(thread_max[h]);
+    if (lane == 0) warp_stats[warp][h] = m;
+  }
+  __syncthreads();
+  if (tid < G_MAX) {
+    float m = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, warp_stats[w][tid]);
+    head_max[tid] = m;
+  }
+  __syncthreads();
+  const int num_scores = (chunk_end - chunk_begin) * G_MAX;
+  float thread_sum = 0.f;  // for head tid % G_MAX (kThreads is a multiple of G_MAX)
+  for (int i = tid; i < num_scores; i += kThreads) {
+    const float e = expf(scores[i] - head_max[i % G_MAX]);
+    scores[i] = e;
+    thread_sum += e;
+  }
+#pragma unroll
+  for (int offset = 16; offset >= G_MAX; offset >>= 1) thread_sum += __shfl_xor_sync(0xffffffffu, thread_sum, offset);
+  if (lane < G_MAX) warp_stats[warp][lane] = thread_sum;
+  __syncthreads();
+  if (tid < G_MAX) {
+    float l = 0.f;
+    for (int w = 0; w < kWarps; ++w) l += warp_stats[w][tid];
+    head_sum[tid] = l;
+  }
+
+  // 4. P·V: kRowThreads threads per V row, each owning kSlabsPerThread 16-byte pieces of it.
+  const int row_lane = tid % kRowThreads;
+  const int row_group = tid / kRowThreads;
+  float acc[G_MAX][kSlabsPerThread][X];
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h)
+#pragma unroll
+    for (int c = 0; c < kSlabsPerThread; ++c)
+#pragma unroll
+      for (int e = 0; e < X; ++e) acc[h][c][e] = 0.f;
+  for (int row0 = row_group; row0 < num_cached; row0 += kRowsPerPass * kRowBatch) {
+    Slab rows[kRowBatch][kSlabsPerThread];
+#pragma unroll
+    for (int r = 0; r < kRowBatch; ++r) {
+      const int local = row0 + r * kRowsPerPass;
+      if (local < num_cached) {
+        const T* row = v_cache + static_cast<int64_t>(slot_of(local)) * Dh;
+#pragma unroll
+        for (int c = 0; c < kSlabsPerThread; ++c) {
+          const int slab = row_lane + c * kRowThreads;
+          if (slab < num_slabs) rows[r][c] = *reinterpret_cast<const Slab*>(row + slab * X);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRowBatch; ++r) {
+      const int local = row0 + r * kRowsPerPass;
+      if (local < num_cached) {
+        float prob[G_MAX];
+#pragma unroll
+        for (int h = 0; h < G_MAX; ++h) prob[h] = scores[local * G_MAX + h];
+#pragma unroll
+        for (int c = 0; c < kSlabsPerThread; ++c) {
+          if (row_lane + c * kRowThreads < num_slabs) {
+#pragma unroll
+            for (int e = 0; e < X; ++e) {
+              const float vf = to_float(rows[r][c].v[e]);
+#pragma unroll
+              for (int h = 0; h < G_MAX; ++h) acc[h][c][e] += prob[h] * vf;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (has_new && row_group == 0) {
+#pragma unroll
+    for (int c = 0; c < kSlabsPerThread; ++c) {
+      const int slab = row_lane + c * kRowThreads;
+      if (slab < num_slabs) {
+#pragma unroll
+        for (int e = 0; e < X; ++e) {
+#pragma unroll
+          for (int h = 0; h < G_MAX; ++h) acc[h][c][e] += scores[num_cached * G_MAX + h] * new_v[slab * X + e];
+        }
+      }
+    }
+  }
+
+  // 5. Sum the row groups: within a warp by shuffles, across warps through shared memory
+  // (reusing the score buffer), one head at a time.
+#pragma unroll
+  for (int offset = kRowThreads; offset < 32; offset <<= 1)
+#pragma unroll
+    for (int h = 0; h < G_MAX; ++h)
+#pragma unroll
+      for (int c = 0; c < kSlabsPerThread; ++c)
+#pragma unroll
+        for (int e = 0; e < X; ++e) acc[h][c][e] += __shfl_xor_sync(0xffffffffu, acc[h][c][e], offset);
+  float* reduce = scores;  // [warp][DH_MAX]
+  const bool direct = p.num_chunks == 1;
+  const int64_t head_row0 = static_cast<int64_t>(b) * p.num_heads + first_head;  // row of [B*H]
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h) {
+    __syncthreads();  // the scores (h == 0) or the previous head's sums have been read
+    if (lane < kRowThreads) {
+#pragma unroll
+      for (int c = 0; c < kSlabsPerThread; ++c) {
+        const int slab = lane + c * kRowThreads;
+        if (slab < num_slabs) {
+#pragma unroll
+          for (int e = 0; e < X; ++e) reduce[warp * DH_MAX + slab * X + e] = acc[h][c][e];
+        }
+      }
+    }
+    __syncthreads();
+    if (h < heads_here) {
+      for (int d = tid; d < Dh; d += kThreads) {
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) sum += reduce[w * DH_MAX + d];
+        if (direct) {
+          static_cast<T*>(p.out)[(head_row0 + h) * Dh + d] = from_float<T>(sum / (head_sum[h] + 1e-6f));
+        } else {
+          p.partial_out[((head_row0 + h) * p.num_chunks + chunk) * Dh + d] = sum;
+        }
+      }
+      if (!direct && tid == 0) {
+        p.partial_stats[(head_row0 + h) * p.num_chunks + chunk] = make_float2(head_max[h], head_sum[h]);
+      }
+    }
+  }
+}
+
+// Merges the chunks of one (head, batch) entry: grid (H, B). Warps take chunks, lanes take four
+// consecutive output elements (up to two groups of four per lane for Dh <= 256).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) single_query_attention_combine_kernel(const Params p) {
+  constexpr int kQuadsPerLane = 2;
+  __shared__ __align__(16) float4 reduce[kWarps][32 * kQuadsPerLane];
+  __shared__ float warp_values[kWarps];
+  const int h = blockIdx.x, b = blockIdx.y;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int Dh = p.head_dim;
+  const int64_t row = static_cast<int64_t>(b) * p.num_heads + h;
+  T* out = static_cast<T*>(p.out) + row * Dh;
+
+  const int t = new_token_position(p, b);
+  if (t < 0) {
+    for (int d = tid; d < Dh; d += kThreads) out[d] = from_float<T>(NAN);
+    return;
+  }
+  const int window = t + 1 - window_start(t, p.cache_len);
+  const int chunks = (window + p.chunk_size - 1) / p.chunk_size;  // the non-empty ones
+  const float2* stats = p.partial_stats + row * p.num_chunks;
+  const float* partial = p.partial_out + row * p.num_chunks * Dh;
+
+  float m = -INFINITY;
+  for (int c = tid; c < chunks; c += kThreads) m = fmaxf(m, stats[c].x);
+  m = warp_max(m);
+  if (lane == 0) warp_values[warp] = m;
+  __syncthreads();
+  m = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) m = fmaxf(m, warp_values[w]);
+  __syncthreads();  // warp_values is reused for the denominators
+
+  const int quads = Dh / 4;
+  float4 num[kQuadsPerLane];
+#pragma unroll
+  for (int i = 0; i < kQuadsPerLane; ++i) num[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  float den = 0.f;
+  for (int c = warp; c < chunks; c += kWarps) {
+    const float2 st = stats[c];
+    const float w = expf(st.x - m);
+    den += w * st.y;
+    const float4* src = reinterpret_cast<const float4*>(partial + static_cast<int64_t>(c) * Dh);
+#pragma unroll
+    for (int i = 0; i < kQuadsPerLane; ++i) {
+      const int q = lane + 32 * i;
+      if (q < quads) {
+        const float4 a = src[q];
+        num[i].x += w * a.x;
+        num[i].y += w * a.y;
+        num[i].z += w * a.z;
+        num[i].w += w * a.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kQuadsPerLane; ++i) reduce[warp][lane + 32 * i] = num[i];
+  if (lane == 0) warp_values[warp] = den;
+  __syncthreads();
+  den = 0.f;
+  for (int w = 0; w < kWarps; ++w) den += warp_values[w];
+  const float scale = 1.f / (den + 1e-6f);
+  for (int q = tid; q < quads; q += kThreads) {
+    float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int w = 0; w < kWarps; ++w) {
+      const float4 a = reduce[w][q];
+      s.x += a.x;
+      s.y += a.y;
+      s.z += a.z;
+      s.w += a.w;
+    }
+    out[4 * q + 0] = from_float<T>(s.x * scale);
+    out[4 * q + 1] = from_float<T>(s.y * scale);
+    out[4 * q + 2] = from_float<T>(s.z * scale);
+    out[4 * q + 3] = from_float<T>(s.w * scale);
+  }
+}
+
+}  // namespace attention
+}  // namespace awq
