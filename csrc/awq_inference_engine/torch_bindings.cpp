@@ -13,7 +13,10 @@
 #include <torch/library.h>
 
 #include "common/build_info.h"
+#include "activation/activation.h"
 #include "layernorm/layernorm.h"
+#include "rotary/rotary.h"
+#include "w8a8/quantize.h"
 
 AWQ_PYTHON_MODULE(_awq_inference_engine)
 
@@ -49,6 +52,12 @@ namespace {
 
 void register_impls(torch::Library& m) {
   m.impl("layernorm_forward_cuda", &awq::layernorm_forward_cuda);
+  m.impl("rotary_embedding_neox", &awq::rotary_embedding_neox);
+  m.impl("fused_rope_with_pos_forward_func", &awq::fused_rope_with_pos_forward_func);
+  m.impl("silu_and_mul", &awq::silu_and_mul);
+  m.impl("invoke_quant", &awq::invoke_quant);
+  m.impl("rms_norm_general", &awq::rms_norm_general);
+  m.impl("gelu_and_quant", &awq::gelu_and_quant);
 }
 
 }  // namespace
