@@ -235,3 +235,22 @@ def test_rotary_embedding_neox_overlapping_query_key() -> None:
 def test_fused_rope_errors(x: torch.Tensor, freqs: torch.Tensor, match: str) -> None:
     with pytest.raises(RuntimeError, match=match):
         awq_inference_engine.fused_rope_with_pos_forward_func(x, freqs, True)
+
+
+@pytest.mark.gpu
+def test_rotary_embedding_neox_position_out_of_range() -> None:
+    """A position outside the cache is a device-side assert (checked in a subprocess: it poisons the context)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, awq_inference_engine as a\n"
+        "q = torch.randn(1, 4, 2, 64, device='cuda', dtype=torch.float16); k = q.clone()\n"
+        "a.rotary_embedding_neox(torch.tensor([0, 1, 16, 2], device='cuda'), q, k, 64,"
+        " torch.randn(16, 64, device='cuda', dtype=torch.float16))\n"
+        "torch.cuda.synchronize()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=120)
+    assert result.returncode != 0
+    assert "device-side assert" in result.stderr or "position is outside" in result.stderr, result.stderr[-2000:]
