@@ -16,9 +16,12 @@
 
 #include <torch/library.h>
 
+#include "activation/activation.h"
 #include "common/build_info.h"
 #include "layernorm/layernorm.h"
+#include "rotary/rotary.h"
 #include "w4a16/w4a16.h"
+#include "w8a8/quantize.h"
 #include "w8a8/w8a8_gemm.h"
 
 AWQ_PYTHON_MODULE(_awq_inference_engine)
@@ -64,6 +67,12 @@ void register_impls(torch::Library& m) {
   m.impl("awq_w4a16_gemm", &awq::awq_w4a16_gemm);
   m.impl("w8a8_gemm_forward_cuda", &awq::w8a8_gemm_forward_cuda);
   m.impl("w8a8_gemm_fuse_bias_forward_cuda", &awq::w8a8_gemm_fuse_bias_forward_cuda);
+  m.impl("rotary_embedding_neox", &awq::rotary_embedding_neox);
+  m.impl("fused_rope_with_pos_forward_func", &awq::fused_rope_with_pos_forward_func);
+  m.impl("silu_and_mul", &awq::silu_and_mul);
+  m.impl("invoke_quant", &awq::invoke_quant);
+  m.impl("rms_norm_general", &awq::rms_norm_general);
+  m.impl("gelu_and_quant", &awq::gelu_and_quant);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "common/checks.h"
 #include "common/dispatch.h"
+#include "common/row_layout.h"
 #include "layernorm/layernorm.h"
 #include "layernorm/rms_norm.cuh"
 
@@ -16,22 +17,11 @@ namespace {
 constexpr int kItemsPerThread = 4;   // vectors of a row cached in registers per thread
 constexpr int kThreadsPerBlock = 256;
 
-int next_pow2(int x) {
-  int p = 1;
-  while (p < x) p <<= 1;
-  return p;
-}
-
 template <typename T, int VEC>
 void launch_rms_norm(const at::Tensor& input, const at::Tensor& gamma, const at::Tensor& out, int64_t rows,
                      int hidden, float eps, cudaStream_t stream) {
-  const int needed = (hidden / VEC + kItemsPerThread - 1) / kItemsPerThread;
-  const int threads_per_row = needed <= 32 ? next_pow2(needed) : std::min(1024, (needed + 31) / 32 * 32);
-  const int rows_per_block = std::max(1, kThreadsPerBlock / threads_per_row);
-  const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
-  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "layernorm_forward_cuda: too many rows (", rows, ")");
-  rms_norm_kernel<T, VEC, kItemsPerThread>
-      <<<static_cast<unsigned>(blocks), dim3(threads_per_row, rows_per_block), 0, stream>>>(
+  const RowLayout l = row_layout("layernorm_forward_cuda", rows, hidden / VEC, kItemsPerThread, kThreadsPerBlock);
+  rms_norm_kernel<T, VEC, kItemsPerThread><<<l.blocks, dim3(l.threads_per_row, l.rows_per_block), 0, stream>>>(
           static_cast<const T*>(input.data_ptr()), static_cast<const T*>(gamma.data_ptr()),
           static_cast<T*>(out.data_ptr()), rows, hidden, eps);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

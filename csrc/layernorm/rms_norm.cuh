@@ -60,15 +60,7 @@ __global__ void rms_norm_kernel(const T* input, const T* __restrict__ gamma, T* 
     }
   }
 
-  sum_sq = warp_sum(sum_sq, threads_per_row < 32 ? threads_per_row : 32);
-  if (threads_per_row > 32) {
-    __shared__ float warp_partials[32];  // one per warp of the block (<= 1024 threads)
-    const int warps_per_row = threads_per_row / 32;
-    if (threadIdx.x % 32 == 0) warp_partials[threadIdx.y * warps_per_row + threadIdx.x / 32] = sum_sq;
-    __syncthreads();
-    sum_sq = 0.f;
-    for (int w = 0; w < warps_per_row; ++w) sum_sq += warp_partials[threadIdx.y * warps_per_row + w];
-  }
+  sum_sq = row_sum(sum_sq);
   if (!active) return;
   const float inv_rms = rsqrtf(sum_sq / static_cast<float>(hidden) + eps);
 

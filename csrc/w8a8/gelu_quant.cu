@@ -1,0 +1,107 @@
+// gelu_and_quant: tanh-approximate GELU of an fp16 row, written to `tmp`, then per-token int8
+// (layout: quant.cuh). In fp32 (the original rounds every step to fp16):
+//   g_i = 0.5 x (1 + tanh(0.79788456 x (1 + 0.044715 x²)));  tmp_i = fp16(g_i)
+//   A = max_i |g_i| (a true abs: the original's max(g > 1e-4 ? g : -g) ignores tiny positive g);
+//   scale_out[t] = fp16(A/127);  q_i = int8_rn_sat(g_i * (127/A))   (A = 0: scale 0, codes 0)
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <limits>
+
+#include "common/checks.h"
+#include "common/row_layout.h"
+#include "w8a8/quant.cuh"
+#include "w8a8/quantize.h"
+
+namespace awq {
+namespace {
+
+constexpr int kItemsPerThread = 4;
+constexpr int kThreadsPerBlock = 256;
+
+// 0.5 x (1 + tanh(u)) written as x * sigmoid(2u): the same function without the cancellation of
+// 1 + tanh(u) for negative x (which costs fp32 relative accuracy in the small negative tail).
+__device__ __forceinline__ float gelu_tanh(float x) {
+  const float u = 0.79788456f * x * (1.f + 0.044715f * x * x);
+  return x / (1.f + expf(-2.f * u));
+}
+
+template <int VEC, int ITEMS>
+__global__ void gelu_quant_kernel(const half* __restrict__ input, int8_t* __restrict__ out,
+                                  half* __restrict__ scale_out, half* __restrict__ tmp, int64_t rows, int hidden) {
+  using V = Vec<half, VEC>;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  const RowCache<half, VEC, ITEMS> x(input + row * hidden, hidden, row < rows);
+  V* tmp_row = reinterpret_cast<V*>(tmp + row * hidden);
+  float amax = 0.f;
+  x.for_each([&](int idx, const V& v) {
+    V g;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float gj = gelu_tanh(__half2float(v.v[j]));
+      amax = fmaxf(amax, fabsf(gj));
+      g.v[j] = __float2half_rn(gj);
+    }
+    tmp_row[idx] = g;
+  });
+  amax = row_max(amax);
+  if (row >= rows) return;
+  if (threadIdx.x == 0) scale_out[row] = __float2half_rn(amax / 127.f);
+  const float inv_scale = 127.f / amax;
+  Vec<int8_t, VEC>* out_row = reinterpret_cast<Vec<int8_t, VEC>*>(out + row * hidden);
+  x.for_each([&](int idx, const V& v) {
+    Vec<int8_t, VEC> q;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) q.v[j] = int8_rn_sat(gelu_tanh(__half2float(v.v[j])) * inv_scale);
+    out_row[idx] = q;
+  });
+}
+
+}  // namespace
+
+void gelu_and_quant(const at::Tensor& out, const at::Tensor& input, const at::Tensor& scale_out,
+                    const at::Tensor& tmp) {
+  const ArgChecker c("gelu_and_quant");
+  c.dtype(input, "input", at::kHalf);
+  c.min_dim(input, "input", 1);
+  const int64_t hidden = input.size(-1);
+  c.check(hidden > 0 && hidden <= std::numeric_limits<int32_t>::max(),
+          "argument 'input' must have a last dimension in [1, 2^31), got shape ", input.sizes());
+  c.contiguous(input, "input");
+  c.dtype(out, "out", at::kChar);
+  c.check(out.numel() == input.numel(), "argument 'out' must have as many elements as 'input' ", input.sizes(),
+          ", got shape ", out.sizes());
+  c.contiguous(out, "out");
+  const int64_t rows = input.numel() / hidden;
+  c.dtype(scale_out, "scale_out", at::kHalf);
+  c.contiguous(scale_out, "scale_out");
+  c.check(scale_out.numel() >= rows, "argument 'scale_out' must have at least one element per token (", rows,
+          "), got shape ", scale_out.sizes());
+  c.dtype(tmp, "tmp", at::kHalf);
+  c.contiguous(tmp, "tmp");
+  c.check(tmp.numel() >= input.numel(), "argument 'tmp' must have at least as many elements as 'input' (",
+          input.numel(), "), got shape ", tmp.sizes());
+  c.cuda(input, "input", {{&out, "out"}, {&scale_out, "scale_out"}, {&tmp, "tmp"}});
+  if (rows == 0) return;
+
+  const c10::cuda::CUDAGuard guard(input.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  constexpr int kVec = 8;
+  auto launch = [&](auto vec_tag) {
+    constexpr int V = decltype(vec_tag)::value;
+    const RowLayout l = row_layout("gelu_and_quant", rows, hidden / V, kItemsPerThread, kThreadsPerBlock);
+    gelu_quant_kernel<V, kItemsPerThread><<<l.blocks, dim3(l.threads_per_row, l.rows_per_block), 0, stream>>>(
+        static_cast<const half*>(input.data_ptr()), static_cast<int8_t*>(out.data_ptr()),
+        static_cast<half*>(scale_out.data_ptr()), static_cast<half*>(tmp.data_ptr()), rows,
+        static_cast<int>(hidden));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (hidden % kVec == 0 && c.aligned16(input) && c.aligned16(out) && c.aligned16(tmp)) {
+    launch(std::integral_constant<int, kVec>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
+
+}  // namespace awq

@@ -1,0 +1,168 @@
+// rms_norm_general: LayerNorm with bias (despite the name) fused with int8 quantization, per row x
+// of H elements (layout: quant.cuh), in fp32:
+//   mean = Σx/H;  var = Σ(x - mean)²/H (centered from registers; the original's E[x²] - mean² can
+//   go negative);  r = rsqrt(var + eps);  y_i = (x_i - mean) * r * γ_i + β_i
+// Per-token mode: A = max(T(1e-6), max_i |T(y_i)|); scaling[t] = fp16(A/127);
+//   q_i = int8_rn_sat(y_i * (127/A)).
+// Per-tensor mode (as the original): β is ignored and scaling[0] is a multiplier (1/scale):
+//   q_i = int8_rn_sat(fp32(T((x_i - mean) * r * γ_i)) * scaling[0]); scaling is not written.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/checks.h"
+#include "common/dispatch.h"
+#include "common/row_layout.h"
+#include "w8a8/quant.cuh"
+#include "w8a8/quantize.h"
+
+namespace awq {
+namespace {
+
+constexpr int kItemsPerThread = 4;
+constexpr int kThreadsPerBlock = 256;
+
+template <typename T, int VEC, int ITEMS, bool PER_TOKEN>
+__global__ void layernorm_quant_kernel(const T* __restrict__ input, const T* __restrict__ gamma,
+                                       const T* __restrict__ beta, int8_t* __restrict__ out,
+                                       half* __restrict__ scaling, int64_t rows, int hidden, float eps) {
+  using V = Vec<T, VEC>;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  const RowCache<T, VEC, ITEMS> x(input + row * hidden, hidden, row < rows);
+  const V* gamma_v = reinterpret_cast<const V*>(gamma);
+  const V* beta_v = reinterpret_cast<const V*>(beta);
+
+  float sum = 0.f;
+  x.for_each([&](int, const V& v) {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) sum += to_float(v.v[j]);
+  });
+  const float mean = row_sum(sum) / static_cast<float>(hidden);
+  float sum_sq = 0.f;
+  x.for_each([&](int, const V& v) {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float d = to_float(v.v[j]) - mean;
+      sum_sq += d * d;
+    }
+  });
+  const float inv_std = rsqrtf(row_sum(sum_sq) / static_cast<float>(hidden) + eps);
+  // y without β (the per-tensor mode's value) for element j of vector idx.
+  auto scaled = [&](int idx, const V& v, float (&y)[VEC]) {
+    const V g = gamma_v[idx];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) y[j] = (to_float(v.v[j]) - mean) * inv_std * to_float(g.v[j]);
+  };
+  Vec<int8_t, VEC>* out_row = reinterpret_cast<Vec<int8_t, VEC>*>(out + row * hidden);
+
+  if constexpr (PER_TOKEN) {
+    auto normalized = [&](int idx, const V& v, float (&y)[VEC]) {
+      scaled(idx, v, y);
+      const V b = beta_v[idx];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) y[j] += to_float(b.v[j]);
+    };
+    float amax = 0.f;
+    x.for_each([&](int idx, const V& v) {
+      float y[VEC];
+      normalized(idx, v, y);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) amax = fmaxf(amax, fabsf(to_float(from_float<T>(y[j]))));
+    });
+    amax = fmaxf(row_max(amax), to_float(from_float<T>(1e-6f)));
+    if (row >= rows) return;
+    if (threadIdx.x == 0) scaling[row] = __float2half_rn(amax / 127.f);
+    const float inv_scale = 127.f / amax;
+    x.for_each([&](int idx, const V& v) {
+      float y[VEC];
+      normalized(idx, v, y);
+      Vec<int8_t, VEC> q;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) q.v[j] = int8_rn_sat(y[j] * inv_scale);
+      out_row[idx] = q;
+    });
+  } else {
+    if (row >= rows) return;
+    const float multiplier = __half2float(scaling[0]);
+    x.for_each([&](int idx, const V& v) {
+      float y[VEC];
+      scaled(idx, v, y);
+      Vec<int8_t, VEC> q;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) q.v[j] = int8_rn_sat(to_float(from_float<T>(y[j])) * multiplier);
+      out_row[idx] = q;
+    });
+  }
+}
+
+}  // namespace
+
+void rms_norm_general(const at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
+                      const at::Tensor& bias, const at::Tensor& scaling, double epsilon, bool use_per_token_quant) {
+  const ArgChecker c("rms_norm_general");
+  c.dtype_in(input, "input", {at::kFloat, at::kHalf, at::kBFloat16});
+  c.min_dim(input, "input", 1);
+  const int64_t hidden = input.size(-1);
+  c.check(hidden > 0 && hidden <= std::numeric_limits<int32_t>::max(),
+          "argument 'input' must have a last dimension in [1, 2^31), got shape ", input.sizes());
+  c.contiguous(input, "input");
+  c.same_dtype(weight, "weight", input, "input");
+  c.shape(weight, "weight", {hidden}, "[input.size(-1)]");
+  c.contiguous(weight, "weight");
+  c.same_dtype(bias, "bias", input, "input");
+  c.shape(bias, "bias", {hidden}, "[input.size(-1)]");
+  c.contiguous(bias, "bias");
+  c.dtype(out, "out", at::kChar);
+  c.check(out.sizes() == input.sizes(), "argument 'out' must have the shape of 'input' ", input.sizes(), ", got ",
+          out.sizes());
+  c.contiguous(out, "out");
+  c.dtype(scaling, "scaling", at::kHalf);
+  c.contiguous(scaling, "scaling");
+  const int64_t rows = input.numel() / hidden;
+  if (use_per_token_quant) {
+    c.check(scaling.numel() >= rows, "argument 'scaling' must have one element per token (", rows,
+            ") in per-token mode, got shape ", scaling.sizes());
+  } else {
+    c.check(scaling.numel() >= 1, "argument 'scaling' must hold the per-tensor multiplier in per-tensor mode, "
+            "got shape ", scaling.sizes());
+  }
+  c.check(std::isfinite(epsilon) && epsilon >= 0, "argument 'epsilon' must be a finite float >= 0, got ", epsilon);
+  c.cuda(input, "input", {{&out, "out"}, {&weight, "weight"}, {&bias, "bias"}, {&scaling, "scaling"}});
+  if (rows == 0) return;
+
+  const c10::cuda::CUDAGuard guard(input.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  dispatch_float_types(input.scalar_type(), "rms_norm_general", [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int kVec = 16 / sizeof(T);
+    auto launch = [&](auto vec_tag, auto per_token_tag) {
+      constexpr int V = decltype(vec_tag)::value;
+      const RowLayout l = row_layout("rms_norm_general", rows, hidden / V, kItemsPerThread, kThreadsPerBlock);
+      layernorm_quant_kernel<T, V, kItemsPerThread, decltype(per_token_tag)::value>
+          <<<l.blocks, dim3(l.threads_per_row, l.rows_per_block), 0, stream>>>(
+              static_cast<const T*>(input.data_ptr()), static_cast<const T*>(weight.data_ptr()),
+              static_cast<const T*>(bias.data_ptr()), static_cast<int8_t*>(out.data_ptr()),
+              static_cast<half*>(scaling.data_ptr()), rows, static_cast<int>(hidden), static_cast<float>(epsilon));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    auto with_mode = [&](auto vec_tag) {
+      if (use_per_token_quant) {
+        launch(vec_tag, std::true_type{});
+      } else {
+        launch(vec_tag, std::false_type{});
+      }
+    };
+    const bool vectorized = hidden % kVec == 0 && c.aligned16(input) && c.aligned16(weight) &&
+                            c.aligned16(bias) && c.aligned16(out);
+    if (vectorized) {
+      with_mode(std::integral_constant<int, kVec>{});
+    } else {
+      with_mode(std::integral_constant<int, 1>{});
+    }
+  });
+}
+
+}  // namespace awq
