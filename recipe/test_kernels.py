@@ -33,6 +33,7 @@ import torch
 import awq_kernels
 from awq_kernels import _extension
 from awq_kernels.build_env import default_arch_list, parse_version
+from awq_kernels.quantization import dequantize, dequantize_format_c, pack_format_b, pack_format_c
 
 NAMESPACES = ("awq_inference_engine", "ft_attention")
 FLOAT_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
@@ -183,81 +184,14 @@ def assert_codes_close(name: str, actual: torch.Tensor, expected: torch.Tensor) 
         raise CheckFailed(f"{name}: int8 codes differ by up to {int(diff.max())} on {mismatched:.1%} of elements")
 
 
-def zeros_width(k: int, group_size: int) -> int:
-    """Int32 words per row holding the K/G zero points, padded as llm-awq does (spec §2.2)."""
-    multiple = {32: 4, 64: 2}.get(group_size, 1)
-    return math.ceil(math.ceil((k // group_size) / 8) / multiple) * multiple
-
-
-def _pack_int32_sequential(codes: torch.Tensor) -> torch.Tensor:
-    """[R, 8C] 4-bit codes -> int32 [R, C], code 8c+i in bits 4i..4i+3."""
-    rows, cols = codes.shape
-    words = (codes.long().view(rows, cols // 8, 8) << (4 * torch.arange(8, device=codes.device))).sum(-1)
-    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-
-
-def pack_format_b(
-    q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """TinyChat v1 (spec §2.4): qweight int32 [N, K/8], qzeros int32 [N, Zw], scales fp16 [N, 8*Zw]."""
-    n, k = q.shape
-    padded = 8 * zeros_width(k, group_size)
-    zeros_padded = torch.zeros(n, padded, dtype=torch.uint8, device=q.device)
-    zeros_padded[:, : k // group_size] = zeros
-    scales_padded = torch.zeros(n, padded, dtype=torch.float16, device=q.device)
-    scales_padded[:, : k // group_size] = scales
-    return _pack_int32_sequential(q), _pack_int32_sequential(zeros_padded), scales_padded
-
-
-def pack_format_c(
-    q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """TinyChat v2 (spec §2.5): qweight int16 [N/4, K]; scales, scaled_zeros [8*Zw, N] of dtype.
-
-    Packed row nb holds output rows 4nb..4nb+3 as a little-endian nibble stream: code q[4nb+r, k]
-    with k = 64kb + 32h + (8a + 2b + c) is nibble 256kb + 64r + 32h + (8b + 4c + a).
-    """
-    n, k = q.shape
-    device = q.device
-    rows, ks = torch.arange(n, device=device), torch.arange(k, device=device)
-    offset = ks % 32
-    permuted = 8 * ((offset % 8) // 2) + 4 * (offset % 2) + offset // 8
-    nibble = 256 * (ks // 64)[None, :] + 64 * (rows % 4)[:, None] + (32 * ((ks % 64) // 32) + permuted)[None, :]
-    stream = torch.zeros(n // 4, 4 * k, dtype=torch.uint8, device=device)
-    stream[(rows // 4)[:, None].expand(n, k), nibble] = q.to(torch.uint8)
-    qweight = (stream[:, 0::2] | (stream[:, 1::2] << 4)).view(torch.int16)
-    padded = 8 * zeros_width(k, group_size)
-    scales_c = torch.zeros(padded, n, dtype=dtype, device=device)
-    scales_c[: k // group_size] = scales.t().to(dtype)
-    scaled_zeros_c = torch.zeros(padded, n, dtype=dtype, device=device)
-    # -(s * z) in fp32 from the dtype-rounded scale, then rounded (as llm-awq's packer does).
-    scaled_zeros_c[: k // group_size] = (-(scales.to(dtype).float() * zeros.float())).t().to(dtype)
-    return qweight, scales_c, scaled_zeros_c
-
-
 def ref_rms_norm(x: torch.Tensor, gamma: torch.Tensor, eps: float) -> torch.Tensor:
     x = x.double()
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gamma.double()
 
 
-def ref_w4a16_format_b(
-    x: torch.Tensor, q: torch.Tensor, zeros: torch.Tensor, scales_t: torch.Tensor, group_size: int
-) -> torch.Tensor:
-    """out = x @ (s * (q - z)).T with the fp16-rounded scales."""
-    z = zeros.double().repeat_interleave(group_size, dim=1)
-    s = scales_t.double().repeat_interleave(group_size, dim=1)
-    return x.double() @ (s * (q.double() - z)).t()
-
-
-def ref_w4a16_format_c(
-    x: torch.Tensor, q: torch.Tensor, scales_c: torch.Tensor, scaled_zeros_c: torch.Tensor, group_size: int = 128
-) -> torch.Tensor:
-    """out = x @ (q * s + scaled_zero).T with the stored (dtype-rounded) scales and scaled zeros."""
-    n, k = q.shape
-    s = scales_c[: k // group_size].t().double().repeat_interleave(group_size, dim=1)
-    sz = scaled_zeros_c[: k // group_size].t().double().repeat_interleave(group_size, dim=1)
-    w = q.double() * s + sz
-    return (x.double().reshape(-1, k) @ w.t()).reshape(*x.shape[:-1], n)
+def ref_w4a16(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ W.T in float64 for the dequantized weight W [N, K]."""
+    return (x.double().reshape(-1, weight.shape[1]) @ weight.t()).reshape(*x.shape[:-1], weight.shape[0])
 
 
 def ref_rotary_neox(positions: torch.Tensor, x: torch.Tensor, cos_sin_cache: torch.Tensor) -> torch.Tensor:
@@ -431,10 +365,10 @@ def check_gemm_forward_cuda(ops: Any, gen: torch.Generator, device: str) -> None
     for group_size, m, split_k in ((64, 5, 8), (128, 40, 4), (128, 1, 1)):
         n, k = 128, 1024
         q, zeros, scales = _random_quantized_weight(n, k, group_size, gen, device)
-        qweight, qzeros, scales_b = pack_format_b(q, zeros, scales, group_size)
+        qweight, qzeros, scales_b = pack_format_b(q, zeros, scales, group_size, torch.float16)
         x = _randn((m, k), torch.float16, gen, device)
         out = ops.gemm_forward_cuda(x, qweight, scales_b, qzeros, group_size, split_k)
-        expected = ref_w4a16_format_b(x, q, zeros, scales_b[:, : k // group_size], group_size)
+        expected = ref_w4a16(x, dequantize(q, zeros, scales_b[:, : k // group_size], group_size))
         assert_close(f"G{group_size} M{m} split{split_k}", out, expected, torch.float16)
 
 
@@ -442,10 +376,10 @@ def check_gemv_forward_cuda(ops: Any, gen: torch.Generator, device: str) -> None
     for group_size, m in ((64, 1), (128, 3)):
         n, k = 128, 1024
         q, zeros, scales = _random_quantized_weight(n, k, group_size, gen, device)
-        qweight, qzeros, scales_b = pack_format_b(q, zeros, scales, group_size)
+        qweight, qzeros, scales_b = pack_format_b(q, zeros, scales, group_size, torch.float16)
         x = _randn((m, k), torch.float16, gen, device)
         out = ops.gemv_forward_cuda(x, qweight, scales_b, qzeros, group_size)
-        expected = ref_w4a16_format_b(x, q, zeros, scales_b[:, : k // group_size], group_size)
+        expected = ref_w4a16(x, dequantize(q, zeros, scales_b[:, : k // group_size], group_size))
         assert_close(f"G{group_size} M{m}", out, expected, torch.float16)
 
 
@@ -455,7 +389,7 @@ def _format_c_case(
     q, zeros, scales = _random_quantized_weight(n, k, 128, gen, device)
     qweight, scales_c, scaled_zeros_c = pack_format_c(q, zeros, scales, 128, dtype)
     x = _randn((m, k), dtype, gen, device)
-    return x, qweight, scales_c, scaled_zeros_c, ref_w4a16_format_c(x, q, scales_c, scaled_zeros_c)
+    return x, qweight, scales_c, scaled_zeros_c, ref_w4a16(x, dequantize_format_c(qweight, scales_c, scaled_zeros_c, 128))
 
 
 def check_gemm_forward_cuda_new(ops: Any, gen: torch.Generator, device: str) -> None:
@@ -472,6 +406,14 @@ def check_gemv_forward_cuda_new(ops: Any, gen: torch.Generator, device: str) -> 
             x, qweight, scales_c, scaled_zeros_c, expected = _format_c_case(m, dtype, gen, device)
             out = ops.gemv_forward_cuda_new(x, qweight, scales_c, scaled_zeros_c, m, 256, 1024, 128)
             assert_close(f"{dtype} M{m}", out, expected, dtype)
+
+
+def check_awq_w4a16_gemm(ops: Any, gen: torch.Generator, device: str) -> None:
+    for kernel in ("auto", "gemv", "mma", "portable"):
+        for m in (1, 5, 33):
+            x, qweight, scales_c, scaled_zeros_c, expected = _format_c_case(m, torch.float16, gen, device)
+            out = ops.awq_w4a16_gemm(x, qweight, scales_c, scaled_zeros_c, "v2", 128, kernel)
+            assert_close(f"{kernel} M{m}", out, expected, torch.float16)
 
 
 def check_rotary_embedding_neox(ops: Any, gen: torch.Generator, device: str) -> None:
@@ -617,6 +559,7 @@ CHECKS: dict[str, Callable] = {
     "awq_inference_engine::gemv_forward_cuda": check_gemv_forward_cuda,
     "awq_inference_engine::gemm_forward_cuda_new": check_gemm_forward_cuda_new,
     "awq_inference_engine::gemv_forward_cuda_new": check_gemv_forward_cuda_new,
+    "awq_inference_engine::awq_w4a16_gemm": check_awq_w4a16_gemm,
     "awq_inference_engine::rotary_embedding_neox": check_rotary_embedding_neox,
     "awq_inference_engine::fused_rope_with_pos_forward_func": check_fused_rope_with_pos_forward_func,
     "awq_inference_engine::silu_and_mul": check_silu_and_mul,

@@ -1,23 +1,23 @@
-"""The references and packers of recipe/test_kernels.py, checked on the CPU against the golden
+"""The references of recipe/test_kernels.py, checked on the CPU against the golden
 vectors of the original llm-awq kernels (the GPU checks are only as good as these)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from awq_kernels.quantization import dequantize, dequantize_format_c
+from tests.utils import golden_cases
+
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN_PATHS = (ROOT / "tests" / "data" / "llm-awq-h100.pt", Path("/work/shared/golden/llm-awq-h100.pt"))
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    for path in GOLDEN_PATHS:
-        if path.exists():
-            return torch.load(path, weights_only=True)["cases"]
-    pytest.skip("golden vectors not found at " + ", ".join(map(str, GOLDEN_PATHS)))
+    return dict(golden_cases(""))
 
 
 def cases(golden: dict, prefix: str) -> list[dict]:
@@ -26,50 +26,20 @@ def cases(golden: dict, prefix: str) -> list[dict]:
     return found
 
 
-def test_format_c_packer_is_bit_exact(golden, test_kernels):
-    for case in cases(golden, "pack_format_c"):
-        inputs, outputs = case["inputs"], case["outputs"]
-        group_size = inputs["q"].shape[1] // inputs["zeros"].shape[1]
-        qweight, scales, scaled_zeros = test_kernels.pack_format_c(
-            inputs["q"], inputs["zeros"], inputs["scales_fp32"], group_size, torch.float16
-        )
-        assert torch.equal(qweight, outputs["qweight"])
-        assert torch.equal(scales, outputs["scales"])
-        assert torch.equal(scaled_zeros, outputs["scaled_zeros"])
-
-
-@pytest.mark.parametrize("op", ["gemm_forward_cuda", "gemv_forward_cuda"])
-def test_format_b_packer_and_reference(golden, test_kernels, op):
+@pytest.mark.parametrize("op", ["gemm_forward_cuda", "gemv_forward_cuda", "gemm_forward_cuda_new",
+                                "gemv_forward_cuda_new"])
+def test_w4a16_reference(golden, test_kernels, op):
+    """ref_w4a16 over the package's dequantizers (their packers are tested in tests/w4a16)."""
     for case in cases(golden, op):
         inputs = case["inputs"]
-        group_size = int(inputs["group_size"])
-        qweight, qzeros, scales = test_kernels.pack_format_b(
-            inputs["q"], inputs["zeros"], inputs["scales_fp32"].half(), group_size
-        )
-        assert torch.equal(qweight, inputs["qweight"])
-        assert torch.equal(qzeros, inputs["qzeros"])
-        assert torch.equal(scales, inputs["scales"])
-        k = inputs["q"].shape[1]
-        expected = test_kernels.ref_w4a16_format_b(
-            inputs["x"], inputs["q"], inputs["zeros"], scales[:, : k // group_size], group_size
-        )
+        group_size = int(inputs.get("group_size", 128))
+        if op.endswith("_new"):
+            weight = dequantize_format_c(inputs["qweight"], inputs["scales"], inputs["scaled_zeros"], group_size)
+        else:
+            k = inputs["q"].shape[1]
+            weight = dequantize(inputs["q"], inputs["zeros"], inputs["scales"][:, : k // group_size], group_size)
+        expected = test_kernels.ref_w4a16(inputs["x"], weight)
         assert test_kernels.relerr(expected, case["reference"]) < 1e-6
-        assert test_kernels.relerr(case["outputs"]["out"], expected) < 2e-3
-
-
-@pytest.mark.parametrize("op", ["gemm_forward_cuda_new", "gemv_forward_cuda_new"])
-def test_format_c_reference(golden, test_kernels, op):
-    for case in cases(golden, op):
-        inputs = case["inputs"]
-        dtype = inputs["x"].dtype
-        qweight, scales, scaled_zeros = test_kernels.pack_format_c(
-            inputs["q"], inputs["zeros"], inputs["scales_fp32"], 128, dtype
-        )
-        assert torch.equal(qweight, inputs["qweight"])
-        assert torch.equal(scales, inputs["scales"]) and torch.equal(scaled_zeros, inputs["scaled_zeros"])
-        expected = test_kernels.ref_w4a16_format_c(inputs["x"], inputs["q"], scales, scaled_zeros)
-        assert test_kernels.relerr(expected, case["reference"]) < 1e-6
-        assert test_kernels.relerr(case["outputs"]["out"], expected) < test_kernels.FLOAT_TOLERANCE[dtype]
 
 
 def test_rms_norm_reference(golden, test_kernels):
@@ -164,7 +134,6 @@ def test_quantizer_references(golden, test_kernels):
 def test_every_op_has_a_check(test_kernels):
     """The GPU phase fails an implemented op without a check; keep the table complete."""
     schemas = (ROOT / "csrc" / "awq_inference_engine" / "torch_bindings.cpp").read_text()
-    import re
 
     defined = {f"awq_inference_engine::{name}" for name in re.findall(r'm\.def\("(\w+)\(', schemas)}
     defined.discard("awq_inference_engine::build_info")
