@@ -40,3 +40,10 @@ def _golden() -> dict:
 def golden_cases(prefix: str) -> list[tuple[str, dict]]:
     """The original llm-awq kernels' recorded calls whose name starts with `prefix` (see data/GOLDEN.md)."""
     return [(name, case) for name, case in _golden().items() if name.startswith(prefix)]
+
+
+def golden_bound(case: dict, dtype: torch.dtype) -> float:
+    """The error ours may have against a golden case's float64 `reference`: the original's, or, if
+    larger, that of the exact result rounded once to the output dtype (no kernel can beat it)."""
+    reference = case["reference"]
+    return max(case["relerr_vs_reference"], 1.01 * relerr(reference.to(dtype), reference))
