@@ -13,11 +13,12 @@ ops (`rms_norm_general` is a LayerNorm fused with int8 quantization).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from awq_kernels._extension import load
+
+# One attention implementation serves both modules (also as torch.ops.awq_inference_engine.*).
+from ft_attention import single_query_attention  # noqa: F401
 
 _ops = load("awq_inference_engine")
 
@@ -74,27 +75,6 @@ def rotary_embedding_neox(
 ) -> None:
     """In-place NeoX RoPE on query and key from a [max_position, rot_dim] cos/sin cache."""
     _ops.rotary_embedding_neox(positions, query, key, head_size, cos_sin_cache)
-
-
-def single_query_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    length_per_sample_: Optional[torch.Tensor],
-    alibi_slopes_: Optional[torch.Tensor],
-    timestep: int,
-    rotary_embedding_dim: int = 0,
-    rotary_base: float = 10000.0,
-    rotary_scale: float = 1.0,
-    neox_rotary_style: bool = True,
-) -> torch.Tensor:
-    """Decode attention of one new token over a FasterTransformer KV cache (updated in place)."""
-    return _ops.single_query_attention(
-        q, k, v, k_cache, v_cache, length_per_sample_, alibi_slopes_, timestep,
-        rotary_embedding_dim, rotary_base, rotary_scale, neox_rotary_style,
-    )
 
 
 def fused_rope_with_pos_forward_func(
