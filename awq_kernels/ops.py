@@ -32,8 +32,9 @@ def w4a16_gemm(
             ``[Gp, N]`` in ``x.dtype``; ``"v1"`` (TinyChat v1, Format B): int32 ``qweight [N, K/8]``,
             ``scales [N, Gp]``, int32 ``qzeros [N, Gp/8]`` (see ``awq_kernels.quantization``).
         group_size: 32, 64 or 128.
-        kernel: ``"auto"`` picks the fastest kernel for the number of rows; ``"gemv"``, ``"mma"``
-            (tensor cores, sm_80+) or ``"portable"`` force one.
+        kernel: ``"auto"`` picks the fastest kernel for the number of rows; ``"gemv"`` (tensor-core
+            GEMV for few rows, sm_80+), ``"mma"`` (tensor-core GEMM, sm_80+) or ``"portable"`` (CUDA
+            cores, any arch) force one.
     """
     return load("awq_inference_engine").awq_w4a16_gemm(x, qweight, scales, zeros, layout, group_size, kernel)
 

@@ -41,12 +41,14 @@ struct MmaTypes<half> {
   using T2 = half2;
   static constexpr uint32_t kMagic = 0x64006400u;  // fp16 1024 in both halves
   static constexpr float kMagicValue = 1024.f;
+  static constexpr uint32_t kOnes = 0x3C003C00u;  // fp16 1.0 in both halves
 };
 template <>
 struct MmaTypes<__nv_bfloat16> {
   using T2 = __nv_bfloat162;
   static constexpr uint32_t kMagic = 0x43004300u;  // bf16 128 in both halves
   static constexpr float kMagicValue = 128.f;
+  static constexpr uint32_t kOnes = 0x3F803F80u;  // bf16 1.0 in both halves
 };
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -88,6 +90,13 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// (bits & mask) | magic in one LOP3 (the constants in registers: LOP3 takes one immediate).
+__device__ __forceinline__ uint32_t mask_or(uint32_t bits, uint32_t mask, uint32_t magic) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(bits), "r"(mask), "r"(magic));
+  return r;
+}
+
 // Two biased codes (low half = first k) -> two weights in T, packed for the B fragment.
 template <typename T>
 __device__ __forceinline__ uint32_t dequant_pair(uint32_t biased, typename MmaTypes<T>::T2 sub,
@@ -96,6 +105,28 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t biased, typename MmaTy
   const T2 q = *reinterpret_cast<const T2*>(&biased);
   const T2 w = __hfma2(__hsub2(q, sub), scale, add);
   return *reinterpret_cast<const uint32_t*>(&w);
+}
+
+// The constants of dequant_pair for column n and group g: v2 sub = magic, add = scaled zero; v1
+// sub = magic + z (exact: 1024 + z in fp16, 128 + z in bf16), add = 0.
+template <typename T, Layout L>
+__device__ __forceinline__ void dequant_constants(const WeightArgs<T>& w, int n, int g, typename MmaTypes<T>::T2& sub,
+                                                  typename MmaTypes<T>::T2& scale, typename MmaTypes<T>::T2& add) {
+  T s, a;
+  float sub_value = MmaTypes<T>::kMagicValue;
+  if constexpr (L == Layout::kV2) {
+    s = w.scales[g * w.scale_stride + n];
+    a = static_cast<const T*>(w.zeros)[g * w.zero_stride + n];
+  } else {
+    s = w.scales[n * w.scale_stride + g];
+    a = from_float<T>(0.f);
+    sub_value += static_cast<float>(
+        LayoutTraits<Layout::kV1>::zero_point(static_cast<const int32_t*>(w.zeros), w.zero_stride, n, g));
+  }
+  const T sub1 = from_float<T>(sub_value);
+  scale = {s, s};
+  add = {a, a};
+  sub = {sub1, sub1};
 }
 
 #endif  // __CUDA_ARCH__ >= 800
@@ -237,21 +268,7 @@ __global__ void __launch_bounds__(kWarpsM * kWarpsN * 32)
       for (int gi = 0; gi < 2; ++gi) {
         if (gi >= groups_per_tile) break;
         const int g = min((kt * kMmaBK + gi * 32) >> w.group_shift, w.groups - 1);
-        T s, a;
-        float sub_value = MmaTypes<T>::kMagicValue;
-        if constexpr (L == Layout::kV2) {
-          s = w.scales[g * w.scale_stride + n];
-          a = static_cast<const T*>(w.zeros)[g * w.zero_stride + n];
-        } else {
-          s = w.scales[n * w.scale_stride + g];
-          a = from_float<T>(0.f);
-          sub_value += static_cast<float>(
-              LayoutTraits<Layout::kV1>::zero_point(static_cast<const int32_t*>(w.zeros), w.zero_stride, n, g));
-        }
-        const T sub1 = from_float<T>(sub_value);  // exact: 1024 + z (fp16), 128 + z (bf16)
-        scale[nt][gi] = T2{s, s};
-        add[nt][gi] = T2{a, a};
-        sub[nt][gi] = T2{sub1, sub1};
+        dequant_constants<T, L>(w, n, g, sub[nt][gi], scale[nt][gi], add[nt][gi]);
       }
     }
 

@@ -10,6 +10,7 @@
 #include "common/dispatch.h"
 #include "w4a16/gemv.cuh"
 #include "w4a16/mma_gemm.cuh"
+#include "w4a16/mma_gemv.cuh"
 #include "w4a16/w4a16.h"
 
 namespace awq {
@@ -17,10 +18,12 @@ namespace {
 
 using w4a16::Layout;
 
+// kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kPortable: the
+// CUDA-core kernel (gemv.cuh), any arch.
 enum class KernelChoice { kAuto, kGemv, kMma, kPortable };
 
-// Rows of activations up to which "auto" takes the CUDA-core GEMV on tensor-core devices.
-constexpr int64_t kGemvMaxRows = 3;
+// Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices.
+constexpr int64_t kGemvMaxRows = 16;
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
 int64_t zeros_width(int64_t k, int64_t group_size) {
@@ -176,6 +179,36 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
   }
 }
 
+template <typename T, Layout L, int kMTiles>
+void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                     cudaStream_t stream) {
+  constexpr int kUnroll = kMTiles == 1 ? 4 : 2;  // 8 (4) chunk loads per lane in flight; <= 128 registers
+  constexpr int kMBlock = 8 * kMTiles;
+  const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
+  const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
+  // A K split only when the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
+  const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kUnroll));
+  constexpr int64_t kMaxGridZ = 65535;
+  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kMBlock) {
+    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kMBlock);
+    const int64_t m_blocks = (m_count + kMBlock - 1) / kMBlock;
+    int64_t splits = 1;
+    while (row_blocks * m_blocks * splits < sms && splits * 2 <= max_splits) splits *= 2;
+    at::Tensor partial;
+    if (splits > 1) partial = at::empty({splits, m_count, p.n}, p.x.options().dtype(at::kFloat));
+    const T* x = static_cast<const T*>(p.x.data_ptr()) + m_first * p.k;
+    T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
+    const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
+    // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
+    auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true>
+                                                     : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false>;
+    kernel<<<grid, w4a16::kMmaGemvWarps * 32, 0, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
+                                                           static_cast<int>(m_count), static_cast<int>(splits));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
+  }
+}
+
 template <typename T, Layout L, int kBM, int kWarpsM, int kWarpsN>
 void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms, int64_t user_splits,
                 cudaStream_t stream) {
@@ -212,7 +245,8 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
   const c10::cuda::CUDAGuard guard(p.x.device());
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   const bool tensor_cores = prop->major >= 8;
-  TORCH_CHECK(choice != KernelChoice::kMma || tensor_cores, op, ": kernel \"mma\" needs compute capability >= 8.0 ",
+  TORCH_CHECK((choice != KernelChoice::kMma && choice != KernelChoice::kGemv) || tensor_cores, op, ": kernel \"",
+              choice == KernelChoice::kMma ? "mma" : "gemv", "\" needs compute capability >= 8.0 ",
               "(tensor-core mma.sync with fp32 accumulation); this device is ", prop->major, ".", prop->minor,
               ": use kernel \"portable\" or \"auto\"");
   if (choice == KernelChoice::kAuto) {
@@ -239,6 +273,12 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
           launch_mma<T, L, 64, 2, 4>(aligned, w, out, sms, user_splits, stream);
         } else {
           launch_mma<T, L, 128, 2, 4>(aligned, w, out, sms, user_splits, stream);
+        }
+      } else if (choice == KernelChoice::kGemv) {
+        if (p.m <= 8) {
+          launch_mma_gemv<T, L, 1>(aligned, w, out, sms, stream);
+        } else {
+          launch_mma_gemv<T, L, 2>(aligned, w, out, sms, stream);
         }
       } else if (p.m == 1) {
         launch_gemv<T, L, 1>(aligned, w, out, sms, stream);

@@ -1,0 +1,303 @@
+// W4A16 for few activation rows (M <= 16 per CTA) on tensor cores, sm_80+: the weights are the
+// mma's A operand ("swap AB"), so one m16n8k16 multiplies 16 weight rows by up to 8 activation rows
+// and the cost per weight does not grow with M up to 8 (16 with a second n8 tile). It streams the
+// weights once, straight from global memory into registers (no shared memory on the way).
+//
+// Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
+// and a range of K (blockIdx.y, the K split); its kWarps warps cut that range into contiguous
+// pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
+// 16-byte chunks (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
+// and the 32 activations of rows m = g (+ 8) at the same k32. The mma reduces over k in any order,
+// as long as A and B agree: lane t's k slots (2t, 2t+1, 2t+8, 2t+9) of one mma are filled with two
+// code pairs of one chunk word and the matching activation pairs, so a chunk feeds 8 mma steps
+// (4 words x 2) without any data exchange between lanes. A pair is the nibbles (p, p + 4) of a word,
+// whose k are LayoutTraits::k_offset(word, p) and k_offset(word, p + 4): consecutive in v2 (the
+// activation pair is then one register), 4 apart in v1 (one PRMT builds it).
+// Codes are dequantized as in mma_gemm.cuh (magic-number OR, then (q - sub) * s + add in T2, one
+// rounding in T as the original); all sums are fp32 in the mma accumulators. Lanes past K load
+// nothing and use zero activations; rows past N read row N - 1 and rows past M read nothing (their
+// outputs are not stored).
+// Reduction: the kWarps accumulator tiles of a CTA through shared memory in warp order, then to
+// `out`, or with a K split to the fp32 partials [split, M, N] that reduce_splits_kernel sums in
+// order (deterministic; no atomics, no semaphores).
+#pragma once
+
+#include "w4a16/mma_gemm.cuh"
+
+namespace awq {
+namespace w4a16 {
+
+constexpr int kMmaGemvWarps = 8;
+constexpr int kMmaGemvRows = 16;   // weight rows per CTA (the mma's M)
+constexpr int kMmaGemvStepK = 128;  // K per step: 4 lanes x 32 codes
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+// Global loads that the compiler keeps in program order with the mma (all asm volatile), so that a
+// batch of loads is issued before the first use of any of them. A false predicate loads nothing and
+// gives 0.
+__device__ __forceinline__ uint4 load_16_bytes(const void* ptr, bool pred) {
+  uint4 r;
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\nmov.b32 %0, 0;\nmov.b32 %1, 0;\nmov.b32 %2, 0;\nmov.b32 %3, 0;\n"
+      "@p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(ptr), "r"(static_cast<int>(pred)));
+  return r;
+}
+__device__ __forceinline__ uint32_t load_4_bytes(const void* ptr, bool pred) {
+  uint32_t r;
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.global.nc.u32 %0, [%1];\n}\n"
+               : "=r"(r)
+               : "l"(ptr), "r"(static_cast<int>(pred)));
+  return r;
+}
+__device__ __forceinline__ uint16_t load_2_bytes(const void* ptr, bool pred) {
+  uint16_t r;
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b16 %0, 0;\n@p ld.global.nc.u16 %0, [%1];\n}\n"
+               : "=h"(r)
+               : "l"(ptr), "r"(static_cast<int>(pred)));
+  return r;
+}
+
+// The activation pair (k_offset(word, p), k_offset(word, p + 4)) from the lane's 32 activations held
+// as 16 T2 registers (register i = k 2i, 2i + 1). All indices are compile-time after unrolling.
+template <Layout L>
+__device__ __forceinline__ uint32_t activation_pair(const uint32_t (&xh)[16], int word, int p) {
+  const int k_lo = LayoutTraits<L>::k_offset(word, p);
+  const int k_hi = LayoutTraits<L>::k_offset(word, p + 4);
+  if (k_hi == k_lo + 1 && k_lo % 2 == 0) return xh[k_lo / 2];
+  const uint32_t selector = ((k_hi & 1) ? 0x7600u : 0x5400u) | ((k_lo & 1) ? 0x32u : 0x10u);
+  return __byte_perm(xh[k_lo / 2], xh[k_hi / 2], selector);
+}
+
+// The raw per-(row, group) quantization parameters of a chunk: scale bits (T) and the zero (v2:
+// scaled zero bits in T; v1: the int32 qzeros word holding z).
+struct RawAffine {
+  uint16_t scale;
+  uint32_t zero;
+};
+
+template <typename T, Layout L>
+__device__ __forceinline__ RawAffine load_affine(const WeightArgs<T>& w, int n, int group, bool pred) {
+  if constexpr (L == Layout::kV2) {
+    const int64_t i = static_cast<int64_t>(group) * w.scale_stride + n;
+    return {load_2_bytes(w.scales + i, pred), load_2_bytes(static_cast<const T*>(w.zeros) + i, pred)};
+  } else {
+    return {load_2_bytes(w.scales + static_cast<int64_t>(n) * w.scale_stride + group, pred),
+            load_4_bytes(static_cast<const int32_t*>(w.zeros) + static_cast<int64_t>(n) * w.zero_stride + (group >> 3),
+                         pred)};
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ float bits_to_float(uint16_t bits) {
+  return to_float(*reinterpret_cast<const T*>(&bits));
+}
+#endif
+
+// kScaleInA (G < 128): the four lanes of an mma's k slots hold different groups, so the scale is
+// applied to each weight in T before the mma (w = (q - sub) * s + add, as mma_gemm.cuh). Otherwise
+// (G = 128: one group per 128-wide step) the mma multiplies the biased codes b = q + magic and the
+// group's affine map is applied once per step to the fp32 sums:
+//   sum_k x * (s q + o) = s * sum_k x b + (o - magic s) * sum_k x,
+// where sum_k x comes from a second mma with an all-ones A.
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA>
+__global__ void __launch_bounds__(kMmaGemvWarps * 32)
+    w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
+                          float* __restrict__ partial, int m_total, int k_splits) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using Traits = LayoutTraits<L>;
+  using T2 = typename MmaTypes<T>::T2;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int n0 = blockIdx.x * kMmaGemvRows;
+  const int m0 = blockIdx.z * (8 * kMTiles);
+  const int split = blockIdx.y;
+
+  // This warp's steps: the CTA's share of the split, cut into kMmaGemvWarps contiguous pieces.
+  const int steps = (w.k + kMmaGemvStepK - 1) / kMmaGemvStepK;
+  const int cta_begin = static_cast<int>(static_cast<int64_t>(split) * steps / k_splits);
+  const int cta_end = static_cast<int>(static_cast<int64_t>(split + 1) * steps / k_splits);
+  const int step_begin = cta_begin + (cta_end - cta_begin) * warp / kMmaGemvWarps;
+  const int step_end = cta_begin + (cta_end - cta_begin) * (warp + 1) / kMmaGemvWarps;
+
+  // The lane's weight rows g and g + 8 (rows past N read row N - 1) and their chunk addresses at
+  // step_begin; a step advances them by a fixed number of bytes (both layouts are linear in k32).
+  int rows[2];
+  const uint8_t* chunk[2];
+  int64_t chunk_step = 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    rows[h] = min(n0 + g + 8 * h, w.n - 1);
+    const int64_t first = Traits::chunk_offset(rows[h], 32 * t, w.k);
+    chunk_step = Traits::chunk_offset(rows[h], 32 * t + kMmaGemvStepK, w.k) - first;
+    chunk[h] = w.qweight + first + step_begin * chunk_step;
+  }
+  const int groups_per_step = kMmaGemvStepK >> w.group_shift;
+  const int lane_group = (32 * t) >> w.group_shift;
+  bool m_valid[kMTiles];
+  const T* x_lane[kMTiles];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    const int m = m0 + 8 * mt + g;
+    m_valid[mt] = m < m_total;
+    x_lane[mt] = x + static_cast<int64_t>(m_valid[mt] ? m : 0) * w.k + 32 * t;
+  }
+  const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
+  const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
+
+  float acc[kMTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
+
+  for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
+    // Every weight and parameter load of kUnroll steps is issued before the first mma.
+    uint4 codes[kUnroll][2];
+    RawAffine affine[kUnroll][2];
+    bool valid[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int step = step0 + u;
+      valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+      const int group = step * groups_per_step + lane_group;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
+        affine[u][h] = load_affine<T, L>(w, rows[h], group, valid[u]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
+
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k_step = (step0 + u) * kMmaGemvStepK;
+      uint32_t xh[kMTiles][16];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const uint4 xv = load_16_bytes(x_lane[mt] + k_step + 8 * v, valid[u] && m_valid[mt]);
+          xh[mt][4 * v + 0] = xv.x;
+          xh[mt][4 * v + 1] = xv.y;
+          xh[mt][4 * v + 2] = xv.z;
+          xh[mt][4 * v + 3] = xv.w;
+        }
+      // Dequantization constants of rows g and g + 8 for this step.
+      T2 sub2[2], scale2[2], add2[2];
+      float scale[2], offset[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const RawAffine& a = affine[u][h];
+        const uint32_t s_bits = a.scale;
+        if constexpr (L == Layout::kV2) {
+          const uint32_t z_bits = a.zero & 0xFFFFu;
+          if constexpr (kScaleInA) {
+            const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
+            scale2[h] = *reinterpret_cast<const T2*>(&s2);
+            add2[h] = *reinterpret_cast<const T2*>(&z2);
+            sub2[h] = *reinterpret_cast<const T2*>(&magic);
+          } else {
+            scale[h] = bits_to_float<T>(s_bits);
+            offset[h] = bits_to_float<T>(static_cast<uint16_t>(z_bits)) - MmaTypes<T>::kMagicValue * scale[h];
+          }
+        } else {
+          const int group = (step0 + u) * groups_per_step + lane_group;
+          const uint32_t z = (a.zero >> (4 * (group & 7))) & 15u;
+          if constexpr (kScaleInA) {
+            const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
+            scale2[h] = *reinterpret_cast<const T2*>(&s2);
+            sub2[h] = *reinterpret_cast<const T2*>(&sub);
+            add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
+          } else {
+            scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
+            offset[h] = -scale[h] * (static_cast<float>(z) + MmaTypes<T>::kMagicValue);
+          }
+        }
+      }
+
+      float sums[kMTiles][4], x_sums[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sums[mt][e] = x_sums[mt][e] = 0.f;
+      // mma (p, j): slots 2t, 2t+1 <- nibble pair p of word 2j, slots 2t+8, 2t+9 <- pair p of word 2j+1
+      // (in v2 the two activation pairs are then adjacent registers).
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        uint32_t bits[2][2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint4& c = codes[u][h];
+          bits[h][0] = j == 0 ? c.x : c.z;
+          bits[h][1] = j == 0 ? c.y : c.w;
+        }
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          uint32_t a[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int h = i & 1, word = i >> 1;
+            const uint32_t biased = mask_or(bits[h][word] >> (4 * p), mask, magic);
+            if constexpr (kScaleInA) {
+              a[i] = dequant_pair<T>(biased, sub2[h], scale2[h], add2[h]);
+            } else {
+              a[i] = biased;
+            }
+          }
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            const uint32_t b[2] = {activation_pair<L>(xh[mt], 2 * j, p), activation_pair<L>(xh[mt], 2 * j + 1, p)};
+            if constexpr (kScaleInA) {
+              mma_16816<T>(acc[mt], a, b);
+            } else {
+              mma_16816<T>(sums[mt], a, b);
+              mma_16816<T>(x_sums[mt], ones, b);
+            }
+          }
+        }
+      }
+      if constexpr (!kScaleInA) {
+        // sums[mt][e]: row g (e < 2) or g + 8, column 2t + (e & 1); x_sums is the same for every row.
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            acc[mt][e] = fmaf(scale[e >> 1], sums[mt][e], fmaf(offset[e >> 1], x_sums[mt][e], acc[mt][e]));
+      }
+    }
+  }
+
+  // acc[mt]: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
+  __shared__ float warp_acc[kMmaGemvWarps][kMTiles * 4][32];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
+  __syncthreads();
+  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kMmaGemvWarps * 32) {
+    const int slot = i / 32;  // 4 * mt + e
+    const int src_lane = i % 32;
+    float sum = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kMmaGemvWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
+    const int e = slot % 4;
+    const int n = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
+    const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
+    if (n < w.n && m < m_total) {
+      if (k_splits == 1) {
+        out[static_cast<int64_t>(m) * w.n + n] = from_float<T>(sum);
+      } else {
+        partial[(static_cast<int64_t>(split) * m_total + m) * w.n + n] = sum;
+      }
+    }
+  }
+#endif  // __CUDA_ARCH__ >= 800 (the host launches this kernel only on such devices)
+}
+
+}  // namespace w4a16
+}  // namespace awq
