@@ -35,9 +35,11 @@ void check_token_tensor(const ArgChecker& c, const at::Tensor& t, const char* na
           "' must have stride(2) == 1 and stride(1) == head_dim (", dh, "), got strides ", t.strides());
 }
 
+// overlap_combine: launch the combine kernel with programmatic stream serialisation (sm_90+), so its
+// CTAs are scheduled during the chunk kernel's last wave instead of after a launch gap.
 template <typename T, int DH_MAX, int G_MAX>
-void launch(attention::Params& p, int batch, int num_sms, int64_t window_max, const at::TensorOptions& options,
-            cudaStream_t stream) {
+void launch(attention::Params& p, int batch, int num_sms, bool overlap_combine, int64_t window_max,
+            const at::TensorOptions& options, cudaStream_t stream) {
   const int group_size = p.num_heads / p.num_kv_heads;
   p.head_groups = (group_size + G_MAX - 1) / G_MAX;
   // Largest chunk whose score buffer fits, halved until the launch fills the GPU several times.
@@ -63,23 +65,29 @@ void launch(attention::Params& p, int batch, int num_sms, int64_t window_max, co
   attention::single_query_attention_chunk_kernel<T, DH_MAX, G_MAX><<<grid, attention::kThreads, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (p.num_chunks > 1) {
-    attention::single_query_attention_combine_kernel<T>
-        <<<dim3(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(batch)), attention::kThreads, 0, stream>>>(
-            p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cudaLaunchAttribute overlap{};
+    overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    overlap.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(batch));
+    config.blockDim = dim3(attention::kThreads);
+    config.stream = stream;
+    config.attrs = &overlap;
+    config.numAttrs = overlap_combine ? 1 : 0;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, attention::single_query_attention_combine_kernel<T>, p));
   }
 }
 
 template <typename T, int DH_MAX>
-void launch_for_group(attention::Params& p, int batch, int num_sms, int64_t window_max,
+void launch_for_group(attention::Params& p, int batch, int num_sms, bool overlap_combine, int64_t window_max,
                       const at::TensorOptions& options, cudaStream_t stream) {
   const int group_size = p.num_heads / p.num_kv_heads;
   if (group_size == 1) {
-    launch<T, DH_MAX, 1>(p, batch, num_sms, window_max, options, stream);
+    launch<T, DH_MAX, 1>(p, batch, num_sms, overlap_combine, window_max, options, stream);
   } else if (group_size <= 4) {
-    launch<T, DH_MAX, 4>(p, batch, num_sms, window_max, options, stream);
+    launch<T, DH_MAX, 4>(p, batch, num_sms, overlap_combine, window_max, options, stream);
   } else {
-    launch<T, DH_MAX, 8>(p, batch, num_sms, window_max, options, stream);
+    launch<T, DH_MAX, 8>(p, batch, num_sms, overlap_combine, window_max, options, stream);
   }
 }
 
@@ -150,7 +158,9 @@ at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, cons
   at::Tensor out = at::empty({batch, num_heads, dh}, q.options());
   if (batch == 0) return out;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
+  const int num_sms = props->multiProcessorCount;
+  const bool overlap_combine = props->major >= 9;
   // Longest window over the batch: known from timestep, or bounded by L when lengths live on the GPU.
   const int64_t window_max = length_per_sample_.has_value() ? cache_len : std::min(timestep + 1, cache_len);
 
@@ -182,11 +192,11 @@ at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, cons
     const int b = static_cast<int>(batch);
     const at::TensorOptions partial_options = q.options().dtype(at::kFloat);
     if (dh <= 64) {
-      launch_for_group<T, 64>(p, b, num_sms, window_max, partial_options, stream);
+      launch_for_group<T, 64>(p, b, num_sms, overlap_combine, window_max, partial_options, stream);
     } else if (dh <= 128) {
-      launch_for_group<T, 128>(p, b, num_sms, window_max, partial_options, stream);
+      launch_for_group<T, 128>(p, b, num_sms, overlap_combine, window_max, partial_options, stream);
     } else {
-      launch_for_group<T, 256>(p, b, num_sms, window_max, partial_options, stream);
+      launch_for_group<T, 256>(p, b, num_sms, overlap_combine, window_max, partial_options, stream);
     }
   });
   return out;

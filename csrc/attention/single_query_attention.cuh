@@ -43,6 +43,8 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kScoreCapacity = 4096;  // floats of shared memory for one chunk's scores: C * G_MAX
 constexpr int kMaxRotaryPairs = 128;  // rotary_embedding_dim / 2 <= Dh / 2 <= 128
+// Cache bytes a CTA keeps requested into L2 ahead of its loads (see "L2 prefetch" in the kernel).
+constexpr int kPrefetchBytes = 32 * 1024;
 
 struct Params {
   const void* q;  // [B, H, Dh], batch stride q_batch_stride, head stride Dh
@@ -84,6 +86,14 @@ __device__ __forceinline__ float round_to(float x) {
   return to_float(from_float<T>(x));
 }
 
+// Asks the copy engine to bring [ptr, ptr + bytes) into L2 (ptr 16-byte aligned, bytes a multiple of
+// 16). A hint with no effect on results; a no-op before sm_90.
+__device__ __forceinline__ void prefetch_l2(const void* ptr, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(ptr)), "r"(bytes));
+#endif
+}
+
 // Rotates `count` vectors of pairs in place (fp32 math, results rounded to T). Element d of
 // vector n is at vec[d * stride + n]. NeoX pairs (i, i + rot/2); GPT-J pairs (2i, 2i + 1).
 template <typename T>
@@ -104,6 +114,11 @@ __device__ void rotate_in_place(float* vec, int stride, int count, const Params&
 
 template <typename T, int DH_MAX, int G_MAX>
 __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kernel(const Params p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The combine kernel may be scheduled once every CTA of this grid has started; it waits for this
+  // grid to finish before reading anything (griddepcontrol.wait), so it only skips the launch gap.
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
   constexpr int X = 16 / sizeof(T);          // elements per 16-byte slab
   constexpr int kMaxSlabs = DH_MAX / X;      // 16-byte pieces of a head
   constexpr int kSlabBatch = 8;              // K loads in flight per thread before use
@@ -150,6 +165,46 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   const bool has_new = chunk_end == t + 1;
   const int num_cached = chunk_end - chunk_begin - (has_new ? 1 : 0);  // positions read from the cache
 
+  const int64_t kv_offset = (static_cast<int64_t>(b) * p.num_kv_heads + kv_head) * L * Dh;
+  T* k_cache = static_cast<T*>(p.k_cache) + kv_offset;
+  T* v_cache = static_cast<T*>(p.v_cache) + kv_offset;
+  const int64_t slab_stride = static_cast<int64_t>(L) * X;
+  const int num_slabs = Dh / X;
+  const int first_slot = chunk_begin % L;
+  auto slot_of = [&](int local) {  // slot of position chunk_begin + local (local < L)
+    const int s = first_slot + local;
+    return s >= L ? s - L : s;
+  };
+
+  // L2 prefetch. The chunk's cached positions are read twice, in order: K (scores), then V (P·V).
+  // Call "item" i < num_cached the key of position chunk_begin + i and item num_cached + r the value
+  // row of position chunk_begin + r. Warp 0 asks the copy engine for the items kPrefetchItems ahead
+  // of the block's loads, so DRAM stays busy through the CTA's start (q, rotary), the change of phase
+  // and its end, with no registers held; the loads themselves then hit L2. kPrefetchBytes per CTA
+  // (8-25 MB over the GPU) keeps prefetched lines far from eviction in a 50 MB L2.
+  constexpr int kPrefetchItems = kPrefetchBytes / (DH_MAX * static_cast<int>(sizeof(T)));
+  auto for_each_slot_run = [&](int begin, int end, auto&& f) {  // f(first slot, count) over [begin, end)
+    if (begin >= end) return;
+    const int slot = slot_of(begin);
+    const int count = min(end - begin, L - slot);
+    f(slot, count);
+    if (count < end - begin) f(0, end - begin - count);  // wrapped around the circular buffer
+  };
+  auto prefetch_items = [&](int begin, int end) {
+    if (warp != 0) return;
+    for_each_slot_run(begin, min(end, num_cached), [&](int slot, int count) {
+      for (int slab = lane; slab < num_slabs; slab += 32) {
+        prefetch_l2(k_cache + slab * slab_stride + static_cast<int64_t>(slot) * X, count * 16u);
+      }
+    });
+    if (lane == 0) {
+      for_each_slot_run(max(begin, num_cached) - num_cached, min(end - num_cached, num_cached), [&](int slot, int count) {
+        prefetch_l2(v_cache + static_cast<int64_t>(slot) * Dh, static_cast<uint32_t>(count) * Dh * sizeof(T));
+      });
+    }
+  };
+  prefetch_items(0, kPrefetchItems);
+
   // 1. q, the new key and value, rotated.
   const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + static_cast<int64_t>(first_head) * Dh;
   for (int i = tid; i < G_MAX * Dh; i += kThreads) {
@@ -179,10 +234,6 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   }
   __syncthreads();
 
-  const int64_t kv_offset = (static_cast<int64_t>(b) * p.num_kv_heads + kv_head) * L * Dh;
-  T* k_cache = static_cast<T*>(p.k_cache) + kv_offset;
-  T* v_cache = static_cast<T*>(p.v_cache) + kv_offset;
-  const int64_t slab_stride = static_cast<int64_t>(L) * X;
   if (has_new && head_group == 0) {
     const int slot = t % L;
     for (int d = tid; d < Dh; d += kThreads) {
@@ -190,21 +241,18 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
       v_cache[static_cast<int64_t>(slot) * Dh + d] = from_float<T>(new_v[d]);
     }
   }
-  const int first_slot = chunk_begin % L;
-  auto slot_of = [&](int local) {  // slot of position chunk_begin + local (local < L)
-    const int s = first_slot + local;
-    return s >= L ? s - L : s;
-  };
 
   // 2. Scores of the cached positions: one position per thread, its slabs loaded in batches.
-  const int num_slabs = Dh / X;
   float thread_max[G_MAX], slope[G_MAX];
 #pragma unroll
   for (int h = 0; h < G_MAX; ++h) {
     thread_max[h] = -INFINITY;
     slope[h] = p.alibi_slopes != nullptr && h < heads_here ? p.alibi_slopes[first_head + h] : 0.f;
   }
-  for (int local = tid; local < num_cached; local += kThreads) {
+  for (int base = 0; base < num_cached; base += kThreads) {
+    prefetch_items(base + kPrefetchItems, base + kThreads + kPrefetchItems);
+    const int local = base + tid;
+    if (local >= num_cached) break;
     const T* key = k_cache + static_cast<int64_t>(slot_of(local)) * X;
     float dot[G_MAX];
 #pragma unroll
@@ -289,7 +337,10 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
     for (int c = 0; c < kSlabsPerThread; ++c)
 #pragma unroll
       for (int e = 0; e < X; ++e) acc[h][c][e] = 0.f;
-  for (int row0 = row_group; row0 < num_cached; row0 += kRowsPerPass * kRowBatch) {
+  constexpr int kRowsPerIteration = kRowsPerPass * kRowBatch;
+  for (int base = 0; base < num_cached; base += kRowsPerIteration) {
+    prefetch_items(num_cached + base + kPrefetchItems, num_cached + base + kRowsPerIteration + kPrefetchItems);
+    const int row0 = base + row_group;
     Slab rows[kRowBatch][kSlabsPerThread];
 #pragma unroll
     for (int r = 0; r < kRowBatch; ++r) {
@@ -392,6 +443,11 @@ __global__ void __launch_bounds__(kThreads) single_query_attention_combine_kerne
   __shared__ float warp_values[kWarps];
   const int h = blockIdx.x, b = blockIdx.y;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched with programmatic stream serialisation: wait until the chunk kernel has finished and
+  // its partials are visible (a no-op when launched the ordinary way).
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   const int Dh = p.head_dim;
   const int64_t row = static_cast<int64_t>(b) * p.num_heads + h;
   T* out = static_cast<T*>(p.out) + row * Dh;
@@ -420,6 +476,7 @@ __global__ void __launch_bounds__(kThreads) single_query_attention_combine_kerne
 #pragma unroll
   for (int i = 0; i < kQuadsPerLane; ++i) num[i] = make_float4(0.f, 0.f, 0.f, 0.f);
   float den = 0.f;
+#pragma unroll 4  // independent loads of four chunks in flight per warp (long windows have ~100 chunks)
   for (int c = warp; c < chunks; c += kWarps) {
     const float2 st = stats[c];
     const float w = expf(st.x - m);
