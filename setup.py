@@ -47,19 +47,8 @@ def _visible_capabilities() -> list[tuple[int, int]]:
     return []
 
 
-def _cxx_compiler() -> str | None:
-    """The compiler setuptools runs on the .cpp sources (nvcc must use the same one)."""
-    from setuptools._distutils import ccompiler
-    from setuptools._distutils import sysconfig as distutils_sysconfig
-
-    compiler = ccompiler.new_compiler()
-    distutils_sysconfig.customize_compiler(compiler)
-    return getattr(compiler, "compiler_so", [None])[0]
-
-
 try:
-    plan = build_env.plan_build(torch.__version__, torch.version.cuda, _visible_capabilities(),
-                                cxx_compiler=_cxx_compiler())
+    plan = build_env.plan_build(torch.__version__, torch.version.cuda, _visible_capabilities())
 except build_env.BuildEnvError as exc:
     sys.exit(f"error: {exc}")
 print(plan.describe(), flush=True)

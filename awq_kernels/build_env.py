@@ -389,17 +389,6 @@ def bf16_enabled(environ: Mapping[str, str]) -> bool:
     return value in ("1", "true", "on")
 
 
-def nvcc_host_compiler(environ: Mapping[str, str], cxx_compiler: str | None) -> str | None:
-    """The host compiler nvcc must use: ``NVCC_CCBIN`` if set, else the one compiling the .cpp files.
-
-    nvcc otherwise runs the first ``gcc`` on PATH. When that is not the compiler setuptools uses
-    for the C++ sources (Python configured with another GCC, say), both compile the same inline
-    C++ library code (``std::ostringstream`` inside every error message) against different
-    libstdc++ headers, the linker keeps one copy, and the extension crashes when it raises an error.
-    """
-    return environ.get("NVCC_CCBIN") or cxx_compiler
-
-
 @dataclass
 class BuildPlan:
     toolkit: CudaToolkit
@@ -410,7 +399,6 @@ class BuildPlan:
     nvcc_threads: int
     max_jobs: str
     bf16: bool
-    host_compiler: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -433,8 +421,6 @@ class BuildPlan:
         flags += ["-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
                   "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-U__CUDA_NO_HALF2_OPERATORS__"]
         flags += gencode_flags(self.arch_list)
-        if self.host_compiler:
-            flags += ["-ccbin", self.host_compiler]
         if self.nvcc_threads > 1:
             flags += ["--threads", str(self.nvcc_threads)]
         return flags
@@ -448,7 +434,6 @@ class BuildPlan:
             f"  nvcc {self.toolkit.version_str}; torch {self.torch_version} (CUDA {self.torch_cuda})",
             f"  TORCH_CUDA_ARCH_LIST={';'.join(self.arch_list)} [{self.arch_source}]",
             f"  nvcc --threads {self.nvcc_threads}; MAX_JOBS={self.max_jobs}; BF16 {'on' if self.bf16 else 'off'}",
-            f"  host compiler (nvcc -ccbin): {self.host_compiler or 'nvcc default'}",
             f"  cudart: {self.toolkit.cudart_dir / self.toolkit.cudart_file}",
         ]
         return "\n".join(lines + self.warnings)
@@ -459,7 +444,6 @@ def plan_build(
     torch_cuda: str | None,
     visible_capabilities: Sequence[tuple[int, int]] = (),
     environ: Mapping[str, str] | None = None,
-    cxx_compiler: str | None = None,
     **find_kwargs,
 ) -> BuildPlan:
     """Every check, in the order a user should see failures; returns what setup.py needs."""
@@ -477,7 +461,6 @@ def plan_build(
         nvcc_threads=nvcc_thread_count(toolkit.version, arch_list, environ),
         max_jobs=environ.get("MAX_JOBS", "unset (torch uses all cores)"),
         bf16=bf16_enabled(environ),
-        host_compiler=nvcc_host_compiler(environ, cxx_compiler),
         warnings=warnings,
     )
 

@@ -202,18 +202,3 @@ def test_conda_build_prefix_supplies_headers_and_cudart(tmp_path: Path) -> None:
     environ = {"CUDA_HOME": str(build_prefix), "CONDA_BUILD": "1", "PREFIX": str(tmp_path / "host_env")}
     toolkit = find(tmp_path, environ=environ)
     assert target / "include" in toolkit.include_dirs and toolkit.cudart_dir == target / "lib"
-
-
-def test_nvcc_uses_the_cpp_compiler_as_host_compiler(tmp_path: Path) -> None:
-    """nvcc's default host compiler (first gcc on PATH) may differ from setuptools' C++ compiler."""
-    home = make_toolkit(tmp_path / "cuda")
-    environ = {"CUDA_HOME": str(home), "TORCH_CUDA_ARCH_LIST": "9.0"}
-    kwargs = {"which": lambda _: None, "search_path": ()}
-    plan = build_env.plan_build("2.11.0", "13.0", (), environ=environ, cxx_compiler="/opt/gcc/bin/g++", **kwargs)
-    flags = plan.nvcc_flags()
-    assert flags[flags.index("-ccbin") + 1] == "/opt/gcc/bin/g++"
-    assert "/opt/gcc/bin/g++" in plan.describe()
-    override = build_env.plan_build("2.11.0", "13.0", (), environ={**environ, "NVCC_CCBIN": "/usr/bin/g++-12"},
-                                    cxx_compiler="/opt/gcc/bin/g++", **kwargs)
-    assert override.nvcc_flags()[override.nvcc_flags().index("-ccbin") + 1] == "/usr/bin/g++-12"
-    assert "-ccbin" not in build_env.plan_build("2.11.0", "13.0", (), environ=environ, **kwargs).nvcc_flags()
