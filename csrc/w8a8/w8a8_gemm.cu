@@ -16,20 +16,26 @@ namespace {
 using w8a8::Epilogue;
 using w8a8::GemmConfig;
 
-// Tile shapes by M (the K slice is always 64 bytes):
+// Tile shapes by M (GemmConfig<BLOCK_M, BLOCK_N, BLOCK_K, WARPS_M, WARPS_N, STAGES, CTAS_PER_SM>):
 //  * M <= 16 (decode): the GEMM is a stream over W, so many small CTAs (16 x 64 tiles, 4 warps of
-//    16 x 16) and a deep pipeline (8 stages, 40 KiB) keep enough bytes in flight to saturate DRAM;
-//  * M <= 128, or too few large tiles to fill the GPU: 64 x 128 tiles, 8 warps of 32 x 32,
-//    4 stages (48 KiB);
+//    16 x 16) with 128-byte K slices (whole 128-byte lines of each W row per copy) and 5 stages
+//    (50 KiB, 4 CTAs per SM: ~140 KiB in flight per SM) to saturate DRAM;
+//  * M <= 128, or too few large tiles to fill the GPU with a short K: 64 x 128 tiles, 8 warps of
+//    32 x 32, 64-byte slices, 4 stages (48 KiB);
 //  * otherwise (compute bound): 128 x 256 tiles, 8 warps of 64 x 64 (the best ldmatrix-to-mma
-//    ratio that fits the registers: 240 of them), 4 stages (96 KiB).
-// The first two split K when there are too few tiles to fill the GPU (see split_k_count).
-using SmallConfig = GemmConfig<16, 64, 1, 4, 8, 4>;
-using MediumConfig = GemmConfig<64, 128, 2, 4, 4, 2>;
-using LargeConfig = GemmConfig<128, 256, 2, 4, 4, 1>;
+//    ratio that fits the registers: 255 of them with the double-buffered fragments; 128-byte
+//    slices spill), 64-byte slices, 5 stages (120 KiB).
+// All split K when their tiles alone do not fill the GPU (split_k_count, large_split_k_count).
+using SmallConfig = GemmConfig<16, 64, 128, 1, 4, 5, 4>;
+using MediumConfig = GemmConfig<64, 128, 64, 2, 4, 4, 2>;
+using LargeConfig = GemmConfig<128, 256, 64, 2, 4, 5, 1>;
 
 constexpr int kMaxSplits = 16;
-constexpr int kMinKTilesPerSplit = 8;  // keeps each split's pipeline (up to 8 stages) busy
+constexpr int kMinKTilesPerSplit = 8;  // keeps each split's pipeline busy
+// The large tile splits K only for long K (each split >= 8192 bytes of K), where the partial sums
+// (8 bytes of traffic per output and split) cost a few % of the tile's work.
+constexpr int kMaxLargeSplits = 4;
+constexpr int64_t kMinLargeSplitK = 8192;
 constexpr int kReduceThreads = 256;
 constexpr int kDefaultSmemLimit = 48 * 1024;  // dynamic shared memory a launch gets without opting in
 
@@ -103,7 +109,19 @@ void validate(const ArgChecker& c, const GemmArgs& args) {
 // Splits of K (a power of two) so that the GPU gets about Cfg::kCtasPerSm CTAs per SM, each with at
 // least kMinKTilesPerSplit K slices. 1 when the output tiles alone fill the GPU.
 template <class Cfg>
-int split_k_count(int64_t tiles, int k_tiles, int sm_count) {
+int64_t tile_count(int M, int N) {
+  return static_cast<int64_t>((M + Cfg::kBlockM - 1) / Cfg::kBlockM) * ((N + Cfg::kBlockN - 1) / Cfg::kBlockN);
+}
+
+template <class Cfg>
+int k_tile_count(int K) {
+  return (K + Cfg::kBlockK - 1) / Cfg::kBlockK;
+}
+
+template <class Cfg>
+int split_k_count(int M, int N, int K, int sm_count) {
+  const int64_t tiles = tile_count<Cfg>(M, N);
+  const int k_tiles = k_tile_count<Cfg>(K);
   const int64_t target_ctas = static_cast<int64_t>(Cfg::kCtasPerSm) * sm_count;
   int splits = 1;
   while (splits < kMaxSplits && tiles * splits * 2 <= target_ctas && k_tiles >= splits * 2 * kMinKTilesPerSplit) {
@@ -112,8 +130,18 @@ int split_k_count(int64_t tiles, int k_tiles, int sm_count) {
   return splits;
 }
 
-template <class Cfg, bool ALLOW_SPLIT_K>
-void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, const cudaDeviceProp& prop,
+// Splits of K for the large tile (one CTA per SM): as many as keep tiles * splits within one wave,
+// each split long enough to amortise its partial sums. 1 when the tiles alone fill the GPU.
+int large_split_k_count(int M, int N, int K, int sm_count) {
+  const int64_t tiles = tile_count<LargeConfig>(M, N);
+  if (tiles >= sm_count) return 1;
+  int splits = static_cast<int>(std::min<int64_t>(kMaxLargeSplits, sm_count / tiles));
+  while (splits > 1 && K < splits * kMinLargeSplitK) --splits;
+  return splits;
+}
+
+template <class Cfg>
+void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, int splits, const cudaDeviceProp& prop,
             cudaStream_t stream) {
   const int64_t tiles_m = (M + Cfg::kBlockM - 1) / Cfg::kBlockM;
   const int64_t tiles_n = (N + Cfg::kBlockN - 1) / Cfg::kBlockN;
@@ -121,8 +149,7 @@ void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, cons
           ")");
   c.check(static_cast<size_t>(Cfg::kSmemBytes) <= prop.sharedMemPerBlockOptin, "needs ", Cfg::kSmemBytes,
           " bytes of shared memory per block, the GPU allows ", prop.sharedMemPerBlockOptin);
-  const int k_tiles = (K + w8a8::kBlockK - 1) / w8a8::kBlockK;
-  int splits = ALLOW_SPLIT_K ? split_k_count<Cfg>(tiles_m * tiles_n, k_tiles, prop.multiProcessorCount) : 1;
+  const int k_tiles = k_tile_count<Cfg>(K);
   const int k_tiles_per_split = splits == 1 ? k_tiles : (k_tiles + splits - 1) / splits;
   if (splits > 1) splits = (k_tiles + k_tiles_per_split - 1) / k_tiles_per_split;  // no empty split
 
@@ -147,21 +174,19 @@ void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, cons
                                                                 k_tiles_per_split, paired_stores);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if constexpr (ALLOW_SPLIT_K) {
-    if (splits > 1) {
-      run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kPartials>);
-      const int64_t outputs = static_cast<int64_t>(M) * N;
-      const auto blocks = static_cast<unsigned>((outputs + kReduceThreads - 1) / kReduceThreads);
-      if (bias != nullptr) {
-        w8a8::w8a8_split_k_reduce_kernel<true>
-            <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
-      } else {
-        w8a8::w8a8_split_k_reduce_kernel<false>
-            <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      return;
+  if (splits > 1) {
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kPartials>);
+    const int64_t outputs = static_cast<int64_t>(M) * N;
+    const auto blocks = static_cast<unsigned>((outputs + kReduceThreads - 1) / kReduceThreads);
+    if (bias != nullptr) {
+      w8a8::w8a8_split_k_reduce_kernel<true>
+          <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
+    } else {
+      w8a8::w8a8_split_k_reduce_kernel<false>
+          <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
     }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
   }
   if (bias != nullptr) {
     run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScaleBias>);
@@ -183,16 +208,16 @@ void w8a8_gemm(const char* op, const GemmArgs& args) {
   c.check(prop.major >= 8, "needs a GPU of compute capability >= 8.0 (int8 mma.sync, ldmatrix, cp.async), got ",
           prop.name, " (sm_", prop.major, prop.minor, ")");
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  // The large tile only when M is large and its tiles alone fill the GPU; else the medium tile
-  // (which also splits K when its tiles do not fill the GPU either).
-  const int64_t large_tiles = ((M + LargeConfig::kBlockM - 1) / LargeConfig::kBlockM) *
-                              ((N + LargeConfig::kBlockN - 1) / LargeConfig::kBlockN);
+  // The large tile only when M is large and its tiles fill the GPU, alone or split along a long K;
+  // else the medium tile (which also splits K when its tiles do not fill the GPU either).
+  const int sms = prop.multiProcessorCount;
+  const int large_splits = large_split_k_count(M, N, K, sms);
   if (M <= 16) {
-    launch<SmallConfig, true>(c, args, M, N, K, prop, stream);
-  } else if (M <= 128 || large_tiles < prop.multiProcessorCount) {
-    launch<MediumConfig, true>(c, args, M, N, K, prop, stream);
+    launch<SmallConfig>(c, args, M, N, K, split_k_count<SmallConfig>(M, N, K, sms), prop, stream);
+  } else if (M <= 128 || (tile_count<LargeConfig>(M, N) < sms && large_splits == 1)) {
+    launch<MediumConfig>(c, args, M, N, K, split_k_count<MediumConfig>(M, N, K, sms), prop, stream);
   } else {
-    launch<LargeConfig, false>(c, args, M, N, K, prop, stream);
+    launch<LargeConfig>(c, args, M, N, K, large_splits, prop, stream);
   }
 }
 

@@ -89,7 +89,10 @@ def test_epilogue_within_one_ulp(m: int, n: int, k: int, fused: bool) -> None:
 
 
 @pytest.mark.gpu
+# (256, 8192, 28672) and (257, 1000, 16400) take the large tile with split-K (the latter with a K
+# tail in its last split).
 @pytest.mark.parametrize("m,n,k", [(1, 28672, 8192), (16, 8192, 28672), (256, 4096, 4096), (256, 28672, 8192),
+                                   (256, 8192, 28672), (257, 1000, 16400),
                                    (4096, 8200, 8192), (1000, 4096, 4096), (300, 11224, 4112)])
 def test_model_shapes(m: int, n: int, k: int) -> None:
     a, w = nonzero_int8(m, k), nonzero_int8(n, k)
