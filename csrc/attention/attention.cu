@@ -16,9 +16,12 @@ namespace awq {
 namespace {
 
 constexpr const char* kOp = "single_query_attention";
-constexpr int kMinChunk = 256;  // positions per CTA: at least one per thread of the score phase
-constexpr int kMaxChunk = 2048;
-constexpr int kWavesWanted = 4;  // CTAs per SM (over the launch) before chunks stop shrinking
+constexpr int kMinChunk = 256;       // positions per CTA: at least one per thread of the score phase
+constexpr int kChunkGranule = 32;    // chunk sizes are multiples of a warp's positions (512-byte K loads)
+constexpr int kResidentPerSm = 2;    // CTAs of the chunk kernel per SM (its launch bounds)
+// A CTA's fixed cost (setup, phase changes, reduction, combine share) in positions streamed: a guess
+// (~4 us at a CTA's share of the bandwidth, about 100 positions), to be refined from measurements.
+constexpr int64_t kCtaOverheadPositions = 128;
 
 bool supported_head_dim(int64_t dh) {
   for (int64_t s : {32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256}) {
@@ -42,13 +45,29 @@ void launch(attention::Params& p, int batch, int num_sms, bool overlap_combine, 
             const at::TensorOptions& options, cudaStream_t stream) {
   const int group_size = p.num_heads / p.num_kv_heads;
   p.head_groups = (group_size + G_MAX - 1) / G_MAX;
-  // Largest chunk whose score buffer fits, halved until the launch fills the GPU several times.
+  // Chunks per (batch, KV head, head group) row: minimise waves x (chunk + per-CTA overhead), waves
+  // counted against the resident CTA slots, chunks no longer than the score buffer holds. Equal
+  // chunks in whole waves leave no tail wave, and each CTA's fixed costs (q and rotary setup, the
+  // change from K to V, the final reduction, a partial for the combine) are paid on fewer, larger
+  // chunks. Benchmark shapes: one wave of 256-264 CTAs up to 2048 positions each, else 2048-chunks.
   const int64_t rows = static_cast<int64_t>(batch) * p.num_kv_heads * p.head_groups;
-  int chunk = std::min(kMaxChunk, attention::kScoreCapacity / G_MAX);
-  auto chunks_for = [&](int size) { return (window_max + size - 1) / size; };
-  while (chunk > kMinChunk && rows * chunks_for(chunk) < static_cast<int64_t>(kWavesWanted) * num_sms) chunk /= 2;
-  p.chunk_size = chunk;
-  const int64_t num_chunks = chunks_for(chunk);
+  const int64_t slots = static_cast<int64_t>(kResidentPerSm) * num_sms;
+  const int64_t max_chunk = attention::kScoreCapacity / G_MAX;
+  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  int64_t chunk = 0, best_cost = std::numeric_limits<int64_t>::max();
+  const int64_t min_splits = ceil_div(window_max, max_chunk);
+  const int64_t max_splits = std::max(min_splits, std::min(slots, window_max / kMinChunk));
+  for (int64_t splits = min_splits; splits <= max_splits; ++splits) {
+    const int64_t size =
+        std::min(max_chunk, std::max<int64_t>(kMinChunk, ceil_div(ceil_div(window_max, splits), kChunkGranule) * kChunkGranule));
+    const int64_t cost = ceil_div(rows * ceil_div(window_max, size), slots) * (size + kCtaOverheadPositions);
+    if (cost < best_cost) {  // ties keep the fewer, larger chunks
+      best_cost = cost;
+      chunk = size;
+    }
+  }
+  p.chunk_size = static_cast<int>(chunk);
+  const int64_t num_chunks = ceil_div(window_max, chunk);
   TORCH_CHECK(num_chunks * p.head_groups <= std::numeric_limits<int32_t>::max(), kOp, ": cache too long");
   p.num_chunks = static_cast<int>(num_chunks);
 

@@ -41,11 +41,8 @@ namespace attention {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kScoreCapacity = 4096;  // floats of shared memory for one chunk's scores: C * G_MAX
+constexpr int kScoreCapacity = 8192;  // floats of shared memory for one chunk's scores: C * G_MAX
 constexpr int kMaxRotaryPairs = 128;  // rotary_embedding_dim / 2 <= Dh / 2 <= 128
-// Cache bytes a CTA keeps requested into L2 ahead of its loads (see "L2 prefetch" in the kernel).
-constexpr int kPrefetchBytes = 32 * 1024;
-
 struct Params {
   const void* q;  // [B, H, Dh], batch stride q_batch_stride, head stride Dh
   const void* k;  // [B, Hkv, Dh], new key (before rotary)
@@ -84,14 +81,6 @@ __device__ __forceinline__ int window_start(int t, int cache_len) {
 template <typename T>
 __device__ __forceinline__ float round_to(float x) {
   return to_float(from_float<T>(x));
-}
-
-// Asks the copy engine to bring [ptr, ptr + bytes) into L2 (ptr 16-byte aligned, bytes a multiple of
-// 16). A hint with no effect on results; a no-op before sm_90.
-__device__ __forceinline__ void prefetch_l2(const void* ptr, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(ptr)), "r"(bytes));
-#endif
 }
 
 // Rotates `count` vectors of pairs in place (fp32 math, results rounded to T). Element d of
@@ -176,35 +165,6 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
     return s >= L ? s - L : s;
   };
 
-  // L2 prefetch. The chunk's cached positions are read twice, in order: K (scores), then V (P·V).
-  // Call "item" i < num_cached the key of position chunk_begin + i and item num_cached + r the value
-  // row of position chunk_begin + r. Warp 0 asks the copy engine for the items kPrefetchItems ahead
-  // of the block's loads, so DRAM stays busy through the CTA's start (q, rotary), the change of phase
-  // and its end, with no registers held; the loads themselves then hit L2. kPrefetchBytes per CTA
-  // (8-25 MB over the GPU) keeps prefetched lines far from eviction in a 50 MB L2.
-  constexpr int kPrefetchItems = kPrefetchBytes / (DH_MAX * static_cast<int>(sizeof(T)));
-  auto for_each_slot_run = [&](int begin, int end, auto&& f) {  // f(first slot, count) over [begin, end)
-    if (begin >= end) return;
-    const int slot = slot_of(begin);
-    const int count = min(end - begin, L - slot);
-    f(slot, count);
-    if (count < end - begin) f(0, end - begin - count);  // wrapped around the circular buffer
-  };
-  auto prefetch_items = [&](int begin, int end) {
-    if (warp != 0) return;
-    for_each_slot_run(begin, min(end, num_cached), [&](int slot, int count) {
-      for (int slab = lane; slab < num_slabs; slab += 32) {
-        prefetch_l2(k_cache + slab * slab_stride + static_cast<int64_t>(slot) * X, count * 16u);
-      }
-    });
-    if (lane == 0) {
-      for_each_slot_run(max(begin, num_cached) - num_cached, min(end - num_cached, num_cached), [&](int slot, int count) {
-        prefetch_l2(v_cache + static_cast<int64_t>(slot) * Dh, static_cast<uint32_t>(count) * Dh * sizeof(T));
-      });
-    }
-  };
-  prefetch_items(0, kPrefetchItems);
-
   // 1. q, the new key and value, rotated.
   const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + static_cast<int64_t>(first_head) * Dh;
   for (int i = tid; i < G_MAX * Dh; i += kThreads) {
@@ -250,7 +210,6 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
     slope[h] = p.alibi_slopes != nullptr && h < heads_here ? p.alibi_slopes[first_head + h] : 0.f;
   }
   for (int base = 0; base < num_cached; base += kThreads) {
-    prefetch_items(base + kPrefetchItems, base + kThreads + kPrefetchItems);
     const int local = base + tid;
     if (local >= num_cached) break;
     const T* key = k_cache + static_cast<int64_t>(slot_of(local)) * X;
@@ -297,6 +256,27 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
     }
   }
 
+  // The first V rows are requested before the softmax step: they need no probabilities, so they
+  // are in flight during it instead of after it (kRowThreads threads per row, see step 4).
+  const int row_lane = tid % kRowThreads;
+  const int row_group = tid / kRowThreads;
+  Slab rows[kRowBatch][kSlabsPerThread];
+  auto load_rows = [&](int base) {
+#pragma unroll
+    for (int r = 0; r < kRowBatch; ++r) {
+      const int local = base + row_group + r * kRowsPerPass;
+      if (local < num_cached) {
+        const T* row = v_cache + static_cast<int64_t>(slot_of(local)) * Dh;
+#pragma unroll
+        for (int c = 0; c < kSlabsPerThread; ++c) {
+          const int slab = row_lane + c * kRowThreads;
+          if (slab < num_slabs) rows[r][c] = *reinterpret_cast<const Slab*>(row + slab * X);
+        }
+      }
+    }
+  };
+  load_rows(0);
+
   // 3. Chunk maximum per head, then exp(s - max) in place and its sum.
 #pragma unroll
   for (int h = 0; h < G_MAX; ++h) {
@@ -328,8 +308,6 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   }
 
   // 4. P·V: kRowThreads threads per V row, each owning kSlabsPerThread 16-byte pieces of it.
-  const int row_lane = tid % kRowThreads;
-  const int row_group = tid / kRowThreads;
   float acc[G_MAX][kSlabsPerThread][X];
 #pragma unroll
   for (int h = 0; h < G_MAX; ++h)
@@ -339,21 +317,8 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
       for (int e = 0; e < X; ++e) acc[h][c][e] = 0.f;
   constexpr int kRowsPerIteration = kRowsPerPass * kRowBatch;
   for (int base = 0; base < num_cached; base += kRowsPerIteration) {
-    prefetch_items(num_cached + base + kPrefetchItems, num_cached + base + kRowsPerIteration + kPrefetchItems);
+    if (base > 0) load_rows(base);
     const int row0 = base + row_group;
-    Slab rows[kRowBatch][kSlabsPerThread];
-#pragma unroll
-    for (int r = 0; r < kRowBatch; ++r) {
-      const int local = row0 + r * kRowsPerPass;
-      if (local < num_cached) {
-        const T* row = v_cache + static_cast<int64_t>(slot_of(local)) * Dh;
-#pragma unroll
-        for (int c = 0; c < kSlabsPerThread; ++c) {
-          const int slab = row_lane + c * kRowThreads;
-          if (slab < num_slabs) rows[r][c] = *reinterpret_cast<const Slab*>(row + slab * X);
-        }
-      }
-    }
 #pragma unroll
     for (int r = 0; r < kRowBatch; ++r) {
       const int local = row0 + r * kRowsPerPass;

@@ -107,6 +107,18 @@ def test_lengths_and_circular_buffer(length: int, where: str) -> None:
     check(q, k, v, kc, vc, None, None, t, 128, 10000.0, 1.0, True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("group", [1, 4, 8])
+def test_whole_window_per_cta(dtype: torch.dtype, group: int) -> None:
+    """As many (sequence, KV head) rows as resident CTA slots (2 per SM): each window is one chunk of
+    the largest size the score buffer holds (8192 / heads per CTA positions), output written directly."""
+    kv_heads = 4
+    batch = -(-2 * torch.cuda.get_device_properties(0).multi_processor_count // kv_heads)
+    length = 8192 // group
+    q, k, v, kc, vc = make_inputs(batch, group * kv_heads, kv_heads, 64, length, dtype)
+    check(q, k, v, kc, vc, None, torch.rand(group * kv_heads, device="cuda") * 0.01, 2 * length - 1, 64)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("length", [64, 3000])
 def test_length_per_sample(dtype: torch.dtype, length: int) -> None:
