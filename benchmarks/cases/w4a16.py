@@ -43,8 +43,7 @@ def cases(quick: bool) -> list[Case]:
         for layout in ("v2", "v1"):
             qweight, scales, zeros = _weights(k, n, layout)
             weight_bytes = sum(t.numel() * t.element_size() for t in (qweight, scales, zeros))
-            # M = 8 (v2): the largest M of the GEMV under "auto", to place the threshold.
-            for m in sorted(set(ms) | ({8} if layout == "v2" and not quick else set())):
+            for m in ms:
                 x = torch.randn(m, k, dtype=DTYPE, device="cuda")
                 kernels = ["auto"]
                 if layout == "v2" and m <= 16:

@@ -1,14 +1,13 @@
-// W4A16 for few activation rows (M <= 8 per CTA) on tensor cores, sm_80+: the weights are the
+// W4A16 for few activation rows (M <= 16 per CTA) on tensor cores, sm_80+: the weights are the
 // mma's A operand ("swap AB"), so one m16n8k16 multiplies 16 weight rows by up to 8 activation rows
-// and the cost per weight does not grow with M up to 8 (a larger M takes ceil(M / 8) CTA rows, each
-// streaming the weights again: "auto" sends M > 8 to the mma GEMM). It streams the weights once,
-// straight from global memory into registers (no shared memory on the way).
+// and the cost per weight does not grow with M up to 8 (16 with a second n8 tile). It streams the
+// weights once, straight from global memory into registers (no shared memory on the way).
 //
-// Work split: a CTA owns 16 weight rows n (blockIdx.x), 8 activation rows m (blockIdx.z)
+// Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
 // and a range of K (blockIdx.y, the K split); its kWarps warps cut that range into contiguous
 // pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
 // 16-byte chunks (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
-// and the 32 activations of row m = g at the same k32. The mma reduces over k in any order,
+// and the 32 activations of rows m = g (+ 8) at the same k32. The mma reduces over k in any order,
 // as long as A and B agree: lane t's k slots (2t, 2t+1, 2t+8, 2t+9) of one mma are filled with two
 // code pairs of one chunk word and the matching activation pairs, so a chunk feeds 8 mma steps
 // (4 words x 2) without any data exchange between lanes. A pair is the nibbles (p, p + 4) of a word,
@@ -30,12 +29,11 @@ namespace w4a16 {
 
 constexpr int kMmaGemvWarps = 8;
 constexpr int kMmaGemvRows = 16;   // weight rows per CTA (the mma's M)
-constexpr int kMmaGemvCols = 8;    // activation rows per CTA (the mma's N)
 constexpr int kMmaGemvStepK = 128;  // K per step: 4 lanes x 32 codes
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-// Global loads that the compiler keeps in program order with the mma (all asm volatile), so that the
-// software pipeline's loads are issued where the source puts them, ahead of their use. A false predicate loads nothing and
+// Global loads that the compiler keeps in program order with the mma (all asm volatile), so that a
+// batch of loads is issued before the first use of any of them. A false predicate loads nothing and
 // gives 0.
 __device__ __forceinline__ uint4 load_16_bytes(const void* ptr, bool pred) {
   uint4 r;
@@ -103,17 +101,10 @@ __device__ __forceinline__ float bits_to_float(uint16_t bits) {
 // group's affine map is applied once per step to the fp32 sums:
 //   sum_k x * (s q + o) = s * sum_k x b + (o - magic s) * sum_k x,
 // where sum_k x comes from a second mma with an all-ones A.
-//
-// Software pipeline (per warp, no shared memory): the weights and their parameters of the next
-// kDepth steps sit in a register ring; slot u is consumed by step s and refilled right after with
-// step s + kDepth, so kDepth - 1 to kDepth steps of weight loads are always in flight and the memory
-// pipe never drains between steps. The activations of step s + 1 are loaded (double buffer) before
-// step s is computed, so their L2 round trip overlaps the mma of step s.
-template <typename T, Layout L, int kDepth, bool kScaleInA>
-__global__ void __launch_bounds__(kMmaGemvWarps * 32, 2)
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA>
+__global__ void __launch_bounds__(kMmaGemvWarps * 32)
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
-  static_assert(kDepth % 2 == 0, "the activation double buffer alternates with the ring slot");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using Traits = LayoutTraits<L>;
   using T2 = typename MmaTypes<T>::T2;
@@ -122,7 +113,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 2)
   const int g = lane >> 2;
   const int t = lane & 3;
   const int n0 = blockIdx.x * kMmaGemvRows;
-  const int m0 = blockIdx.z * kMmaGemvCols;
+  const int m0 = blockIdx.z * (8 * kMTiles);
   const int split = blockIdx.y;
 
   // This warp's steps: the CTA's share of the split, cut into kMmaGemvWarps contiguous pieces.
@@ -146,143 +137,157 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 2)
   }
   const int groups_per_step = kMmaGemvStepK >> w.group_shift;
   const int lane_group = (32 * t) >> w.group_shift;
-  const bool m_valid = m0 + g < m_total;
-  const T* x_lane = x + static_cast<int64_t>(m_valid ? m0 + g : 0) * w.k + 32 * t;
-  // Whether this lane has codes at `step` (K % 128 == 64 leaves lanes t >= 2 idle in the last step).
-  auto lane_valid = [&](int step) { return step < step_end && step * kMmaGemvStepK + 32 * t < w.k; };
+  bool m_valid[kMTiles];
+  const T* x_lane[kMTiles];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    const int m = m0 + 8 * mt + g;
+    m_valid[mt] = m < m_total;
+    x_lane[mt] = x + static_cast<int64_t>(m_valid[mt] ? m : 0) * w.k + 32 * t;
+  }
   const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
   const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
 
-  uint4 codes[kDepth][2];
-  RawAffine affine[kDepth][2];
-  // Loads step `step` into ring slot `slot` (the pointers walk one step per call).
-  auto issue_weights = [&](int slot, int step) {
-    const bool valid = lane_valid(step);
-    const int group = step * groups_per_step + lane_group;
+  float acc[kMTiles][4];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      codes[slot][h] = load_16_bytes(chunk[h], valid);
-      affine[slot][h] = load_affine<T, L>(w, rows[h], group, valid);
-      chunk[h] += chunk_step;
-    }
-  };
-  uint32_t xh[2][16];
-  auto issue_activations = [&](int buffer, int step) {
-    const bool valid = lane_valid(step) && m_valid;
+  for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      const uint4 xv = load_16_bytes(x_lane + static_cast<int64_t>(step) * kMmaGemvStepK + 8 * v, valid);
-      xh[buffer][4 * v + 0] = xv.x;
-      xh[buffer][4 * v + 1] = xv.y;
-      xh[buffer][4 * v + 2] = xv.z;
-      xh[buffer][4 * v + 3] = xv.w;
-    }
-  };
+    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
 
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  // One 128-wide step: 8 (G < 128) or 16 (G = 128) mma.
-  auto compute = [&](int step, const uint4 (&step_codes)[2], const RawAffine (&step_affine)[2],
-                     const uint32_t (&x_step)[16]) {
-    // Dequantization constants of rows g and g + 8 for this step.
-    T2 sub2[2], scale2[2], add2[2];
-    float scale[2], offset[2];
+  for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
+    // Every weight and parameter load of kUnroll steps is issued before the first mma.
+    uint4 codes[kUnroll][2];
+    RawAffine affine[kUnroll][2];
+    bool valid[kUnroll];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const RawAffine& a = step_affine[h];
-      const uint32_t s_bits = a.scale;
-      if constexpr (L == Layout::kV2) {
-        const uint32_t z_bits = a.zero & 0xFFFFu;
-        if constexpr (kScaleInA) {
-          const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
-          scale2[h] = *reinterpret_cast<const T2*>(&s2);
-          add2[h] = *reinterpret_cast<const T2*>(&z2);
-          sub2[h] = *reinterpret_cast<const T2*>(&magic);
-        } else {
-          scale[h] = bits_to_float<T>(s_bits);
-          offset[h] = bits_to_float<T>(static_cast<uint16_t>(z_bits)) - MmaTypes<T>::kMagicValue * scale[h];
-        }
-      } else {
-        const int group = step * groups_per_step + lane_group;
-        const uint32_t z = (a.zero >> (4 * (group & 7))) & 15u;
-        if constexpr (kScaleInA) {
-          const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
-          scale2[h] = *reinterpret_cast<const T2*>(&s2);
-          sub2[h] = *reinterpret_cast<const T2*>(&sub);
-          add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
-        } else {
-          scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
-          offset[h] = -scale[h] * (static_cast<float>(z) + MmaTypes<T>::kMagicValue);
-        }
-      }
-    }
-
-    float sums[4] = {0.f, 0.f, 0.f, 0.f}, x_sums[4] = {0.f, 0.f, 0.f, 0.f};
-    // mma (p, j): slots 2t, 2t+1 <- nibble pair p of word 2j, slots 2t+8, 2t+9 <- pair p of word 2j+1
-    // (in v2 the two activation pairs are then adjacent registers).
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      uint32_t bits[2][2];
+    for (int u = 0; u < kUnroll; ++u) {
+      const int step = step0 + u;
+      valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+      const int group = step * groups_per_step + lane_group;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        bits[h][0] = j == 0 ? step_codes[h].x : step_codes[h].z;
-        bits[h][1] = j == 0 ? step_codes[h].y : step_codes[h].w;
+        codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
+        affine[u][h] = load_affine<T, L>(w, rows[h], group, valid[u]);
       }
+    }
 #pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        uint32_t a[4];
+    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
+
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int h = i & 1, word = i >> 1;
-          const uint32_t biased = mask_or(bits[h][word] >> (4 * p), mask, magic);
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k_step = (step0 + u) * kMmaGemvStepK;
+      uint32_t xh[kMTiles][16];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const uint4 xv = load_16_bytes(x_lane[mt] + k_step + 8 * v, valid[u] && m_valid[mt]);
+          xh[mt][4 * v + 0] = xv.x;
+          xh[mt][4 * v + 1] = xv.y;
+          xh[mt][4 * v + 2] = xv.z;
+          xh[mt][4 * v + 3] = xv.w;
+        }
+      // Dequantization constants of rows g and g + 8 for this step.
+      T2 sub2[2], scale2[2], add2[2];
+      float scale[2], offset[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const RawAffine& a = affine[u][h];
+        const uint32_t s_bits = a.scale;
+        if constexpr (L == Layout::kV2) {
+          const uint32_t z_bits = a.zero & 0xFFFFu;
           if constexpr (kScaleInA) {
-            a[i] = dequant_pair<T>(biased, sub2[h], scale2[h], add2[h]);
+            const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
+            scale2[h] = *reinterpret_cast<const T2*>(&s2);
+            add2[h] = *reinterpret_cast<const T2*>(&z2);
+            sub2[h] = *reinterpret_cast<const T2*>(&magic);
           } else {
-            a[i] = biased;
+            scale[h] = bits_to_float<T>(s_bits);
+            offset[h] = bits_to_float<T>(static_cast<uint16_t>(z_bits)) - MmaTypes<T>::kMagicValue * scale[h];
+          }
+        } else {
+          const int group = (step0 + u) * groups_per_step + lane_group;
+          const uint32_t z = (a.zero >> (4 * (group & 7))) & 15u;
+          if constexpr (kScaleInA) {
+            const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
+            scale2[h] = *reinterpret_cast<const T2*>(&s2);
+            sub2[h] = *reinterpret_cast<const T2*>(&sub);
+            add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
+          } else {
+            scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
+            offset[h] = -scale[h] * (static_cast<float>(z) + MmaTypes<T>::kMagicValue);
           }
         }
-        const uint32_t b[2] = {activation_pair<L>(x_step, 2 * j, p), activation_pair<L>(x_step, 2 * j + 1, p)};
-        if constexpr (kScaleInA) {
-          mma_16816<T>(acc, a, b);
-        } else {
-          mma_16816<T>(sums, a, b);
-          mma_16816<T>(x_sums, ones, b);
+      }
+
+      float sums[kMTiles][4], x_sums[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sums[mt][e] = x_sums[mt][e] = 0.f;
+      // mma (p, j): slots 2t, 2t+1 <- nibble pair p of word 2j, slots 2t+8, 2t+9 <- pair p of word 2j+1
+      // (in v2 the two activation pairs are then adjacent registers).
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        uint32_t bits[2][2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint4& c = codes[u][h];
+          bits[h][0] = j == 0 ? c.x : c.z;
+          bits[h][1] = j == 0 ? c.y : c.w;
+        }
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          uint32_t a[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int h = i & 1, word = i >> 1;
+            const uint32_t biased = mask_or(bits[h][word] >> (4 * p), mask, magic);
+            if constexpr (kScaleInA) {
+              a[i] = dequant_pair<T>(biased, sub2[h], scale2[h], add2[h]);
+            } else {
+              a[i] = biased;
+            }
+          }
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt) {
+            const uint32_t b[2] = {activation_pair<L>(xh[mt], 2 * j, p), activation_pair<L>(xh[mt], 2 * j + 1, p)};
+            if constexpr (kScaleInA) {
+              mma_16816<T>(acc[mt], a, b);
+            } else {
+              mma_16816<T>(sums[mt], a, b);
+              mma_16816<T>(x_sums[mt], ones, b);
+            }
+          }
         }
       }
-    }
-    if constexpr (!kScaleInA) {
-      // sums[e]: row g (e < 2) or g + 8, column 2t + (e & 1); x_sums is the same for every row.
+      if constexpr (!kScaleInA) {
+        // sums[mt][e]: row g (e < 2) or g + 8, column 2t + (e & 1); x_sums is the same for every row.
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[e] = fmaf(scale[e >> 1], sums[e], fmaf(offset[e >> 1], x_sums[e], acc[e]));
-    }
-  };
-
-  // Prologue: kDepth steps of weights and the first step's activations in flight.
+        for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-  for (int u = 0; u < kDepth; ++u) issue_weights(u, step_begin + u);
-  issue_activations(0, step_begin);
-  for (int step0 = step_begin; step0 < step_end; step0 += kDepth) {
-#pragma unroll
-    for (int u = 0; u < kDepth; ++u) {
-      const int step = step0 + u;
-      issue_activations((u + 1) & 1, step + 1);
-      if (step < step_end) compute(step, codes[u], affine[u], xh[u & 1]);  // warp-uniform
-      issue_weights(u, step + kDepth);
+          for (int e = 0; e < 4; ++e)
+            acc[mt][e] = fmaf(scale[e >> 1], sums[mt][e], fmaf(offset[e >> 1], x_sums[mt][e], acc[mt][e]));
+      }
     }
   }
 
-  // acc: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
-  __shared__ float warp_acc[kMmaGemvWarps][4][32];
+  // acc[mt]: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
+  __shared__ float warp_acc[kMmaGemvWarps][kMTiles * 4][32];
 #pragma unroll
-  for (int e = 0; e < 4; ++e) warp_acc[warp][e][lane] = acc[e];
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
   __syncthreads();
-  for (int i = threadIdx.x; i < 4 * 32; i += kMmaGemvWarps * 32) {
-    const int e = i / 32;
+  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kMmaGemvWarps * 32) {
+    const int slot = i / 32;  // 4 * mt + e
     const int src_lane = i % 32;
     float sum = 0.f;
 #pragma unroll
-    for (int wi = 0; wi < kMmaGemvWarps; ++wi) sum += warp_acc[wi][e][src_lane];
+    for (int wi = 0; wi < kMmaGemvWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
+    const int e = slot % 4;
     const int n = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
-    const int m = m0 + 2 * (src_lane & 3) + (e & 1);
+    const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
     if (n < w.n && m < m_total) {
       if (k_splits == 1) {
         out[static_cast<int64_t>(m) * w.n + n] = from_float<T>(sum);

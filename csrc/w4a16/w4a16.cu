@@ -22,10 +22,8 @@ using w4a16::Layout;
 // CUDA-core kernel (gemv.cuh), any arch.
 enum class KernelChoice { kAuto, kGemv, kMma, kPortable };
 
-// Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
-// M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%):
-// the GEMV re-reads the activations from L2 for every 16 weight rows, 4x the weight bytes at M = 16.
-constexpr int64_t kGemvMaxRows = 8;
+// Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices.
+constexpr int64_t kGemvMaxRows = 16;
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
 int64_t zeros_width(int64_t k, int64_t group_size) {
@@ -181,16 +179,15 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
   }
 }
 
-template <typename T, Layout L>
+template <typename T, Layout L, int kMTiles>
 void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      cudaStream_t stream) {
-  // Register ring of 4 steps: 3-4 x 32 bytes of weight loads in flight per lane; 128 registers cap.
-  constexpr int kDepth = 4;
-  constexpr int kMBlock = w4a16::kMmaGemvCols;
+  constexpr int kUnroll = kMTiles == 1 ? 4 : 2;  // 8 (4) chunk loads per lane in flight; <= 128 registers
+  constexpr int kMBlock = 8 * kMTiles;
   const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
-  // A K split only when the CTAs would not cover the SMs, keeping >= 2 ring turns per warp.
-  const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kDepth));
+  // A K split only when the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
+  const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kUnroll));
   constexpr int64_t kMaxGridZ = 65535;
   for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kMBlock) {
     const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kMBlock);
@@ -203,8 +200,8 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
     const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
     // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
-    auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kDepth, true>
-                                                     : w4a16::w4a16_mma_gemv_kernel<T, L, kDepth, false>;
+    auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true>
+                                                     : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false>;
     kernel<<<grid, w4a16::kMmaGemvWarps * 32, 0, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
                                                            static_cast<int>(m_count), static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -278,7 +275,11 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
           launch_mma<T, L, 128, 2, 4>(aligned, w, out, sms, user_splits, stream);
         }
       } else if (choice == KernelChoice::kGemv) {
-        launch_mma_gemv<T, L>(aligned, w, out, sms, stream);
+        if (p.m <= 8) {
+          launch_mma_gemv<T, L, 1>(aligned, w, out, sms, stream);
+        } else {
+          launch_mma_gemv<T, L, 2>(aligned, w, out, sms, stream);
+        }
       } else if (p.m == 1) {
         launch_gemv<T, L, 1>(aligned, w, out, sms, stream);
       } else if (p.m == 2) {
