@@ -22,8 +22,9 @@ using w4a16::Layout;
 // CUDA-core kernel (gemv.cuh), any arch.
 enum class KernelChoice { kAuto, kGemv, kMma, kPortable };
 
-// Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices.
-constexpr int64_t kGemvMaxRows = 16;
+// Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
+// M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
+constexpr int64_t kGemvMaxRows = 8;
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
 int64_t zeros_width(int64_t k, int64_t group_size) {
@@ -48,6 +49,12 @@ struct Problem {
   int64_t m, n, k, group_size;
   int64_t scale_stride, zero_stride;
 };
+
+// The tensor-core GEMV rounds s * (q - z) to fp16/bf16 per weight when G < 128 (it scales the fp32
+// sums only for G = 128). Format B's original GEMV (gemv_forward_cuda) computed in fp32 throughout,
+// so for Format B with G < 128 "auto" keeps the fp32 CUDA-core kernel: never less precise than
+// the kernel it replaces.
+bool gemv_rounds_weights(const Problem& p) { return p.layout == Layout::kV1 && p.group_size < 128; }
 
 void check_group_size_common(const ArgChecker& c, int64_t k, int64_t group_size) {
   c.check(k > 0 && k % group_size == 0, "in_features K = ", k, " must be a positive multiple of group_size ",
@@ -250,7 +257,13 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
               "(tensor-core mma.sync with fp32 accumulation); this device is ", prop->major, ".", prop->minor,
               ": use kernel \"portable\" or \"auto\"");
   if (choice == KernelChoice::kAuto) {
-    choice = !tensor_cores ? KernelChoice::kPortable : (p.m <= kGemvMaxRows ? KernelChoice::kGemv : KernelChoice::kMma);
+    if (!tensor_cores) {
+      choice = KernelChoice::kPortable;
+    } else if (p.m <= kGemvMaxRows) {
+      choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
+    } else {
+      choice = KernelChoice::kMma;
+    }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.
   const at::Tensor x = reinterpret_cast<uintptr_t>(p.x.data_ptr()) % 16 == 0 ? p.x : p.x.clone();
