@@ -19,13 +19,10 @@ constexpr const char* kOp = "single_query_attention";
 constexpr int kMinChunk = 256;       // positions per CTA: at least one per thread of the score phase
 constexpr int kChunkGranule = 32;    // chunk sizes are multiples of a warp's positions (512-byte K loads)
 constexpr int kResidentPerSm = 2;    // CTAs of the chunk kernel per SM (its launch bounds)
-// Chunk cost model, fitted to the H100 runs 4-9 (v1-v3 chunkings, see NOTES.md), in positions streamed
-// per resident CTA slot. A CTA's fixed cost (setup with the double-precision rotary angles, the K -> V
-// change, the reduction, a partial for the combine) is about kCtaOverheadPositions. A grid of more CTAs
-// than slots also pays a drain: its CTAs start staggered, so the slots run dry over about a quarter of
-// a CTA's duration at the end (chunk / kDrainDivisor); a grid of one wave starts and ends together.
-constexpr int64_t kCtaOverheadPositions = 48;
-constexpr int64_t kDrainDivisor = 4;
+// A CTA's fixed cost (setup, phase changes, reduction, combine share) in positions streamed: a guess
+// (~4 us at a CTA's share of the bandwidth, about 100 positions), to be refined from measurements.
+constexpr int64_t kCtaOverheadPositions = 128;
+
 bool supported_head_dim(int64_t dh) {
   for (int64_t s : {32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256}) {
     if (dh == s) return true;
@@ -48,12 +45,11 @@ void launch(attention::Params& p, int batch, int num_sms, bool overlap_combine, 
             const at::TensorOptions& options, cudaStream_t stream) {
   const int group_size = p.num_heads / p.num_kv_heads;
   p.head_groups = (group_size + G_MAX - 1) / G_MAX;
-  // Chunks per (batch, KV head, head group) row, chosen by the cost model above (kCtaOverheadPositions):
-  // a grid that fits the resident slots costs one CTA (chunk + overhead); a larger one costs its work
-  // spread over the slots plus the drain (chunk / kDrainDivisor). The drain favours several waves of
-  // mid-sized chunks for long windows; the one-wave case keeps one CTA per short window (no combine).
-  // Benchmark shapes (132 SMs): one wave of 256 CTAs for L <= 4096 (chunks 512, 1024, 2048 at B1 G1,
-  // B8, B32), 1216-position chunks (1728 CTAs) at B8 L32768, 864 (1216 CTAs) at B1 L131072.
+  // Chunks per (batch, KV head, head group) row: minimise waves x (chunk + per-CTA overhead), waves
+  // counted against the resident CTA slots, chunks no longer than the score buffer holds. Equal
+  // chunks in whole waves leave no tail wave, and each CTA's fixed costs (q and rotary setup, the
+  // change from K to V, the final reduction, a partial for the combine) are paid on fewer, larger
+  // chunks. Benchmark shapes: one wave of 256-264 CTAs up to 2048 positions each, else 2048-chunks.
   const int64_t rows = static_cast<int64_t>(batch) * p.num_kv_heads * p.head_groups;
   const int64_t slots = static_cast<int64_t>(kResidentPerSm) * num_sms;
   const int64_t max_chunk = attention::kScoreCapacity / G_MAX;
@@ -64,11 +60,7 @@ void launch(attention::Params& p, int batch, int num_sms, bool overlap_combine, 
   for (int64_t splits = min_splits; splits <= max_splits; ++splits) {
     const int64_t size =
         std::min(max_chunk, std::max<int64_t>(kMinChunk, ceil_div(ceil_div(window_max, splits), kChunkGranule) * kChunkGranule));
-    const int64_t chunks = ceil_div(window_max, size);
-    // In units of 1 / kDrainDivisor positions, so the drain term stays an integer.
-    const int64_t cost = rows * chunks <= slots
-                             ? kDrainDivisor * (size + kCtaOverheadPositions)
-                             : kDrainDivisor * ceil_div(rows * (window_max + chunks * kCtaOverheadPositions), slots) + size;
+    const int64_t cost = ceil_div(rows * ceil_div(window_max, size), slots) * (size + kCtaOverheadPositions);
     if (cost < best_cost) {  // ties keep the fewer, larger chunks
       best_cost = cost;
       chunk = size;
