@@ -36,8 +36,7 @@ constexpr int kMinKTilesPerSplit = 8;  // keeps each split's pipeline busy
 // (8 bytes of traffic per output and split) cost a few % of the tile's work.
 constexpr int kMaxLargeSplits = 4;
 constexpr int64_t kMinLargeSplitK = 8192;
-// M tiles per rasterisation group (consecutive CTAs walk group_m M tiles down each N tile).
-constexpr int kGroupM = 8;
+constexpr int kReduceThreads = 256;
 constexpr int kDefaultSmemLimit = 48 * 1024;  // dynamic shared memory a launch gets without opting in
 
 // Largest K for which |acc| <= K * 128 * 128 cannot overflow the int32 accumulators.
@@ -141,27 +140,9 @@ int large_split_k_count(int M, int N, int K, int sm_count) {
   return splits;
 }
 
-// Rasterisation group for the large tile. A wave of W = SMs CTAs covers about g M tiles x W/g N
-// tiles and reads g * BLOCK_M + (W/g) * BLOCK_N operand rows over all of K. While those rows fit in
-// L2 (e.g. K = 8192: 5376 rows = 44 MB with g = 8), every one is fetched from DRAM once per wave
-// whatever the drift between CTAs; when they do not (K = 28672: 154 MB), reuse depends on CTAs
-// that share a row reading it close together, so the group with the fewest rows per wave is taken
-// (g = 16 on 132 SMs: 4352 rows, 19% fewer than g = 8).
-int large_group_m(int K, int sm_count, int64_t l2_bytes) {
-  const auto wave_rows = [&](int g) {
-    return static_cast<int64_t>(g) * LargeConfig::kBlockM + ((sm_count + g - 1) / g) * int64_t{LargeConfig::kBlockN};
-  };
-  if (wave_rows(kGroupM) * K <= l2_bytes) return kGroupM;
-  int best = kGroupM;
-  for (int g = kGroupM * 2; g <= 4 * kGroupM; g *= 2) {
-    if (wave_rows(g) < wave_rows(best)) best = g;
-  }
-  return best;
-}
-
 template <class Cfg>
-void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, int splits, int group_m,
-            const cudaDeviceProp& prop, cudaStream_t stream) {
+void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, int splits, const cudaDeviceProp& prop,
+            cudaStream_t stream) {
   const int64_t tiles_m = (M + Cfg::kBlockM - 1) / Cfg::kBlockM;
   const int64_t tiles_n = (N + Cfg::kBlockN - 1) / Cfg::kBlockN;
   c.check(tiles_m * tiles_n <= std::numeric_limits<int32_t>::max(), "too many output tiles (M = ", M, ", N = ", N,
@@ -179,38 +160,38 @@ void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, int 
   const auto* as = static_cast<const half*>(args.ascales.data_ptr());
   const half* bias = args.bias != nullptr ? static_cast<const half*>(args.bias->data_ptr()) : nullptr;
   auto* out = static_cast<half*>(args.out_feats.data_ptr());
-  // Split-K workspace: the int32 partials [splits, M, N], then one arrival counter per tile (zeroed).
-  at::Tensor workspace;
-  int* partials_ptr = nullptr;
-  unsigned* tile_counters = nullptr;
-  if (splits > 1) {
-    const int64_t partial_count = static_cast<int64_t>(splits) * M * N;
-    workspace = at::empty({partial_count + tiles_m * tiles_n}, args.in_feats.options().dtype(at::kInt));
-    partials_ptr = workspace.data_ptr<int>();
-    tile_counters = reinterpret_cast<unsigned*>(partials_ptr + partial_count);
-    C10_CUDA_CHECK(cudaMemsetAsync(tile_counters, 0, tiles_m * tiles_n * sizeof(unsigned), stream));
-  }
+  at::Tensor partials;
+  if (splits > 1) partials = at::empty({splits, M, N}, args.in_feats.options().dtype(at::kInt));
+  int* partials_ptr = splits > 1 ? partials.data_ptr<int>() : nullptr;
 
   const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(splits));
   const auto run = [&](auto kernel_fn) {
     if constexpr (Cfg::kSmemBytes > kDefaultSmemLimit) {
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
     }
-    kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        a, w, ws, as, bias, out, partials_ptr, tile_counters, M, N, K, static_cast<int>(tiles_m),
-        static_cast<int>(tiles_n), group_m, k_tiles_per_split, paired_stores);
+    kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, w, ws, as, bias, out, partials_ptr, M, N, K,
+                                                                static_cast<int>(tiles_m), static_cast<int>(tiles_n),
+                                                                k_tiles_per_split, paired_stores);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
   if (splits > 1) {
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kPartials>);
+    const int64_t outputs = static_cast<int64_t>(M) * N;
+    const auto blocks = static_cast<unsigned>((outputs + kReduceThreads - 1) / kReduceThreads);
     if (bias != nullptr) {
-      run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScaleBias, true>);
+      w8a8::w8a8_split_k_reduce_kernel<true>
+          <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
     } else {
-      run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScale, true>);
+      w8a8::w8a8_split_k_reduce_kernel<false>
+          <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
     }
-  } else if (bias != nullptr) {
-    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScaleBias, false>);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  if (bias != nullptr) {
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScaleBias>);
   } else {
-    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScale, false>);
+    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScale>);
   }
 }
 
@@ -232,11 +213,11 @@ void w8a8_gemm(const char* op, const GemmArgs& args) {
   const int sms = prop.multiProcessorCount;
   const int large_splits = large_split_k_count(M, N, K, sms);
   if (M <= 16) {
-    launch<SmallConfig>(c, args, M, N, K, split_k_count<SmallConfig>(M, N, K, sms), kGroupM, prop, stream);
+    launch<SmallConfig>(c, args, M, N, K, split_k_count<SmallConfig>(M, N, K, sms), prop, stream);
   } else if (M <= 128 || (tile_count<LargeConfig>(M, N) < sms && large_splits == 1)) {
-    launch<MediumConfig>(c, args, M, N, K, split_k_count<MediumConfig>(M, N, K, sms), kGroupM, prop, stream);
+    launch<MediumConfig>(c, args, M, N, K, split_k_count<MediumConfig>(M, N, K, sms), prop, stream);
   } else {
-    launch<LargeConfig>(c, args, M, N, K, large_splits, large_group_m(K, sms, prop.l2CacheSize), prop, stream);
+    launch<LargeConfig>(c, args, M, N, K, large_splits, prop, stream);
   }
 }
 

@@ -18,10 +18,8 @@
 // CUTLASS's multistage mainloop).
 //
 // Split-K (few output tiles, long K: decode shapes): blockIdx.y picks a contiguous range of K
-// slices, the CTA stores its raw int32 sums into partials[split][M][N], then takes a ticket on its
-// tile's arrival counter; the CTA that arrives last adds the other splits' partials to its own
-// sums (exactly, in int32, so the result does not depend on the arrival order) and applies the
-// fused epilogue. No second kernel, and no CTA ever waits on another.
+// slices, the CTA stores its raw int32 sums into partials[split][M][N], and a second kernel adds
+// the splits (exactly, in int32) and applies the epilogue. Without split-K the epilogue is fused.
 //
 // Shared-memory tile: ROWS rows of BLOCK_K bytes (16-byte chunks). An `ldmatrix` phase reads the
 // same chunk of 8 consecutive rows, which in plain layout would share banks. So chunk c of row r is
@@ -44,8 +42,10 @@
 namespace awq {
 namespace w8a8 {
 
-// The epilogue applied to the final sums.
-enum class Epilogue { kScale, kScaleBias };
+constexpr int kGroupM = 8;         // M tiles visited together by consecutive CTAs (L2 reuse of W)
+
+// What the GEMM kernel does with its sums.
+enum class Epilogue { kScale, kScaleBias, kPartials };
 
 template <int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS_M, int WARPS_N, int STAGES, int CTAS_PER_SM>
 struct GemmConfig {
@@ -155,16 +155,15 @@ __device__ __forceinline__ half scale_output(int acc, const half* __restrict__ w
   }
 }
 
-// One CTA per output tile (and K range); tiles are numbered so that group_m consecutive M tiles
-// share each N tile while they are resident together (W is then read from DRAM about
-// ceil(tiles_m / group_m) times instead of tiles_m times; the host picks group_m).
-// SPLIT_K: partials [gridDim.y, M, N] int32 and tile_counters [tiles], zero at launch.
-template <class Cfg, Epilogue EPILOGUE, bool SPLIT_K>
+// One CTA per output tile (and K range); tiles are numbered so that kGroupM consecutive M tiles share each N
+// tile while they are resident together (W, the big operand, is then read from DRAM about
+// ceil(tiles_m / kGroupM) times instead of tiles_m times).
+template <class Cfg, Epilogue EPILOGUE>
 __global__ void __launch_bounds__(Cfg::kThreads)
     w8a8_gemm_kernel(const int8_t* __restrict__ a, const int8_t* __restrict__ w, const half* __restrict__ wscales,
                      const half* __restrict__ ascales, const half* __restrict__ bias, half* __restrict__ out,
-                     int* __restrict__ partials, unsigned* __restrict__ tile_counters, int M, int N, int K,
-                     int tiles_m, int tiles_n, int group_m, int k_tiles_per_split, bool paired_stores) {
+                     int* __restrict__ partials, int M, int N, int K, int tiles_m, int tiles_n,
+                     int k_tiles_per_split, bool paired_stores) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   // cp.async, ldmatrix and the int8 mma need sm_80; the host refuses older GPUs before launching.
   __trap();
@@ -172,9 +171,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   extern __shared__ __align__(128) uint8_t smem[];
 
   const int tile_id = static_cast<int>(blockIdx.x);
-  const int tiles_per_group = group_m * tiles_n;
-  const int first_tile_m = (tile_id / tiles_per_group) * group_m;
-  const int group_tiles_m = min(tiles_m - first_tile_m, group_m);
+  const int tiles_per_group = kGroupM * tiles_n;
+  const int first_tile_m = (tile_id / tiles_per_group) * kGroupM;
+  const int group_tiles_m = min(tiles_m - first_tile_m, kGroupM);
   const int tile_m = first_tile_m + (tile_id % tiles_per_group) % group_tiles_m;
   const int tile_n = (tile_id % tiles_per_group) / group_tiles_m;
   const int m0 = tile_m * Cfg::kBlockM;
@@ -294,79 +293,61 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   }
   cp_async_wait<0>();  // only empty groups remain; leave nothing in flight at exit
 
-  // Accumulator fragment: c0, c1 at (row lane/4, cols 2*(lane%4) + {0,1}); c2, c3 at row + 8.
-  if constexpr (SPLIT_K) {
-    const int64_t split_stride = static_cast<int64_t>(M) * N;
-    // Publish this split's sums, then count the tile's arrivals; the last CTA to arrive finishes it.
-#pragma unroll
-    for (int i = 0; i < Cfg::kFragsM; ++i)
-#pragma unroll
-      for (int half_row = 0; half_row < 2; ++half_row) {
-        const int m = m0 + warp_m0 + i * 16 + lane / 4 + half_row * 8;
-        if (m >= M) continue;
-        int* partial_row = partials + blockIdx.y * split_stride + static_cast<int64_t>(m) * N;
-#pragma unroll
-        for (int j = 0; j < Cfg::kFragsN; ++j) {
-          const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
-          if (n < N) partial_row[n] = acc[i][j][half_row * 2];
-          if (n + 1 < N) partial_row[n + 1] = acc[i][j][half_row * 2 + 1];
-        }
-      }
-    __shared__ bool last_to_arrive;
-    __threadfence();  // this thread's partials are visible device-wide before the ticket is taken
-    __syncthreads();
-    if (tid == 0) last_to_arrive = atomicAdd(&tile_counters[tile_id], 1u) == gridDim.y - 1;
-    __syncthreads();
-    if (!last_to_arrive) return;
-    __threadfence();  // the other splits' partials (fenced before their tickets) are read after ours
-#pragma unroll
-    for (int i = 0; i < Cfg::kFragsM; ++i)
-#pragma unroll
-      for (int half_row = 0; half_row < 2; ++half_row) {
-        const int m = m0 + warp_m0 + i * 16 + lane / 4 + half_row * 8;
-        if (m >= M) continue;
-        for (int split = 0; split < static_cast<int>(gridDim.y); ++split) {
-          if (split == static_cast<int>(blockIdx.y)) continue;
-          // L2 loads (.cg): written by other SMs during this kernel, never cached in this SM's L1.
-          const int* partial_row = partials + split * split_stride + static_cast<int64_t>(m) * N;
-#pragma unroll
-          for (int j = 0; j < Cfg::kFragsN; ++j) {
-            const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
-            if (n < N) acc[i][j][half_row * 2] += __ldcg(partial_row + n);
-            if (n + 1 < N) acc[i][j][half_row * 2 + 1] += __ldcg(partial_row + n + 1);
-          }
-        }
-      }
-  }
-
-  // Epilogue.
-  constexpr bool kBias = EPILOGUE == Epilogue::kScaleBias;
+  // Epilogue. Accumulator fragment: c0, c1 at (row lane/4, cols 2*(lane%4) + {0,1}); c2, c3 at row + 8.
 #pragma unroll
   for (int i = 0; i < Cfg::kFragsM; ++i) {
 #pragma unroll
     for (int half_row = 0; half_row < 2; ++half_row) {
       const int m = m0 + warp_m0 + i * 16 + lane / 4 + half_row * 8;
       if (m >= M) continue;
-      const float a_scale = __half2float(ascales[m]);
-      half* out_row = out + static_cast<int64_t>(m) * N;
+      const int64_t row_offset = static_cast<int64_t>(m) * N;
+      if constexpr (EPILOGUE == Epilogue::kPartials) {
+        int* partial_row = partials + static_cast<int64_t>(blockIdx.y) * M * N + row_offset;
 #pragma unroll
-      for (int j = 0; j < Cfg::kFragsN; ++j) {
-        const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
-        if (n >= N) continue;
-        const half first = scale_output<kBias>(acc[i][j][half_row * 2], wscales, bias, a_scale, n);
-        if (paired_stores) {  // N even and `out` 4-byte aligned, so n + 1 < N and the pair is aligned
-          const half second = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
-          *reinterpret_cast<__half2*>(out_row + n) = __halves2half2(first, second);
-        } else {
-          out_row[n] = first;
-          if (n + 1 < N) {
-            out_row[n + 1] = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
+        for (int j = 0; j < Cfg::kFragsN; ++j) {
+          const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
+          if (n < N) partial_row[n] = acc[i][j][half_row * 2];
+          if (n + 1 < N) partial_row[n + 1] = acc[i][j][half_row * 2 + 1];
+        }
+      } else {
+        const float a_scale = __half2float(ascales[m]);
+        half* out_row = out + row_offset;
+#pragma unroll
+        for (int j = 0; j < Cfg::kFragsN; ++j) {
+          const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
+          if (n >= N) continue;
+          constexpr bool kBias = EPILOGUE == Epilogue::kScaleBias;
+          const half first = scale_output<kBias>(acc[i][j][half_row * 2], wscales, bias, a_scale, n);
+          if (paired_stores) {  // N even and `out` 4-byte aligned, so n + 1 < N and the pair is aligned
+            const half second = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
+            *reinterpret_cast<__half2*>(out_row + n) = __halves2half2(first, second);
+          } else {
+            out_row[n] = first;
+            if (n + 1 < N) {
+              out_row[n + 1] = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
+            }
           }
         }
       }
     }
   }
 #endif
+}
+
+// Split-K second pass: out[m, n] = epilogue(sum over splits of partials[split][m][n]). One thread
+// per output; the int32 sum is exact (each partial and the total are bounded like the full sum).
+template <bool HAS_BIAS>
+__global__ void w8a8_split_k_reduce_kernel(const int* __restrict__ partials, int splits,
+                                           const half* __restrict__ wscales, const half* __restrict__ ascales,
+                                           const half* __restrict__ bias, half* __restrict__ out, int M, int N) {
+  const int64_t mn = static_cast<int64_t>(M) * N;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= mn) return;
+  const int m = static_cast<int>(idx / N);
+  const int n = static_cast<int>(idx % N);
+  int acc = 0;
+  for (int split = 0; split < splits; ++split) acc += partials[split * mn + idx];
+  out[idx] = scale_output<HAS_BIAS>(acc, wscales, bias, __half2float(ascales[m]), n);
 }
 
 }  // namespace w8a8
