@@ -52,8 +52,7 @@ namespace awq {
 // Reductions over one row of a 2-D block: the blockDim.x threads sharing threadIdx.y ("threads
 // per row": a power of two <= 32, or a multiple of 32 up to 1024). Every thread of the block must
 // call them, including threads whose row is past the end (they contribute the identity); all
-// threads of the row get the result. Wider rows go through shared memory, with a barrier before
-// and after, so consecutive calls may reuse it.
+// threads of the row get the result. Wider rows combine per-warp partials through shared memory.
 struct SumOp {
   static __device__ __forceinline__ float warp(float x, int width) { return warp_sum(x, width); }
   static __device__ __forceinline__ float combine(float a, float b) { return a + b; }
@@ -63,24 +62,37 @@ struct MaxOp {
   static __device__ __forceinline__ float combine(float a, float b) { return fmaxf(a, b); }
 };
 
+// One barrier. `partials` (shared, one float per warp of the block) belongs to this call: a kernel
+// with several reductions gives each its own buffer (a buffer may only be written again after a
+// later barrier), which saves the second barrier of the self-contained form below.
 template <typename Op>
-__device__ __forceinline__ float row_reduce(float x) {
+__device__ __forceinline__ float row_reduce(float x, float* partials) {
   const int threads_per_row = blockDim.x;
   x = Op::warp(x, threads_per_row < 32 ? threads_per_row : 32);
   if (threads_per_row > 32) {
-    __shared__ float warp_partials[32];  // one per warp of the block (<= 1024 threads)
     const int warps_per_row = threads_per_row / 32;
     const int first = threadIdx.y * warps_per_row;
-    if (threadIdx.x % 32 == 0) warp_partials[first + threadIdx.x / 32] = x;
+    if (threadIdx.x % 32 == 0) partials[first + threadIdx.x / 32] = x;
     __syncthreads();
-    x = warp_partials[first];
-    for (int w = 1; w < warps_per_row; ++w) x = Op::combine(x, warp_partials[first + w]);
-    __syncthreads();
+    x = partials[first];
+    for (int w = 1; w < warps_per_row; ++w) x = Op::combine(x, partials[first + w]);
   }
+  return x;
+}
+
+// Self-contained form: its own buffer, with a barrier before and after, so consecutive calls may
+// reuse it.
+template <typename Op>
+__device__ __forceinline__ float row_reduce(float x) {
+  __shared__ float warp_partials[32];  // one per warp of the block (<= 1024 threads)
+  x = row_reduce<Op>(x, warp_partials);
+  if (blockDim.x > 32) __syncthreads();
   return x;
 }
 
 __device__ __forceinline__ float row_sum(float x) { return row_reduce<SumOp>(x); }
 __device__ __forceinline__ float row_max(float x) { return row_reduce<MaxOp>(x); }
+__device__ __forceinline__ float row_sum(float x, float* partials) { return row_reduce<SumOp>(x, partials); }
+__device__ __forceinline__ float row_max(float x, float* partials) { return row_reduce<MaxOp>(x, partials); }
 
 }  // namespace awq

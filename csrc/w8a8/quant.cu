@@ -19,26 +19,32 @@ namespace {
 constexpr int kItemsPerThread = 4;
 constexpr int kThreadsPerBlock = 256;
 
+// The row stays in registers in the input type (converted on both passes): this kernel has few
+// instructions per element, so halving the cache's registers is worth more than one conversion.
 template <typename T, int VEC, int ITEMS>
-__global__ void invoke_quant_kernel(const T* __restrict__ input, int8_t* __restrict__ out, half* __restrict__ scale,
-                                    int64_t rows, int hidden) {
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    invoke_quant_kernel(const T* __restrict__ input, int8_t* __restrict__ out, half* __restrict__ scale,
+                        int64_t rows, int hidden) {
+  using V = Vec<T, VEC>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  const RowCache<T, VEC, ITEMS> x(input + row * hidden, hidden, row < rows);
+  const V* in_row = reinterpret_cast<const V*>(input + row * hidden);
+  auto x = make_row_cache<T, VEC, ITEMS>([&](int idx, V& v) { v = in_row[idx]; }, hidden, row < rows);
   float amax = 0.f;
-  x.for_each([&](int, const Vec<T, VEC>& v) {
+  x.for_each([&](int, const V& v) {
 #pragma unroll
     for (int j = 0; j < VEC; ++j) amax = fmaxf(amax, fabsf(to_float(v.v[j])));
   });
-  amax = row_max(amax);
+  __shared__ float partials[32];  // the reduction's, one float per warp (no later barrier)
+  amax = row_max(amax, partials);
   if (row >= rows) return;
   if (threadIdx.x == 0) scale[row] = __float2half_rn(amax / 127.f);
   const float inv_scale = 127.f / amax;
   Vec<int8_t, VEC>* out_row = reinterpret_cast<Vec<int8_t, VEC>*>(out + row * hidden);
-  x.for_each([&](int idx, const Vec<T, VEC>& v) {
-    Vec<int8_t, VEC> q;
+  x.for_each([&](int idx, const V& v) {
+    float scaled[VEC];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) q.v[j] = int8_rn_sat(to_float(v.v[j]) * inv_scale);
-    out_row[idx] = q;
+    for (int j = 0; j < VEC; ++j) scaled[j] = to_float(v.v[j]) * inv_scale;
+    store_int8_rn_sat(out_row + idx, scaled);
   });
 }
 
