@@ -109,7 +109,8 @@ void gelu_and_quant(const at::Tensor& out, const at::Tensor& input, const at::Te
   constexpr int kVec = 8;
   auto launch = [&](auto vec_tag) {
     constexpr int V = decltype(vec_tag)::value;
-    const RowLayout l = row_layout("gelu_and_quant", rows, hidden / V, kItemsPerThread, kThreadsPerBlock);
+    const RowLayout l = row_layout("gelu_and_quant", rows, hidden / V, kItemsPerThread, kThreadsPerBlock,
+                                   /*max_threads_per_row=*/kThreadsPerBlock);
     gelu_quant_kernel<V, kItemsPerThread><<<l.blocks, dim3(l.threads_per_row, l.rows_per_block), 0, stream>>>(
         static_cast<const half*>(input.data_ptr()), static_cast<int8_t*>(out.data_ptr()),
         static_cast<half*>(scale_out.data_ptr()), static_cast<half*>(tmp.data_ptr()), rows,

@@ -162,7 +162,8 @@ void rms_norm_general(const at::Tensor& out, const at::Tensor& input, const at::
     constexpr int kVec = 16 / sizeof(T);
     auto launch = [&](auto vec_tag, auto per_token_tag) {
       constexpr int V = decltype(vec_tag)::value;
-      const RowLayout l = row_layout("rms_norm_general", rows, hidden / V, kItemsPerThread, kThreadsPerBlock);
+      const RowLayout l = row_layout("rms_norm_general", rows, hidden / V, kItemsPerThread, kThreadsPerBlock,
+                                     /*max_threads_per_row=*/kThreadsPerBlock);
       layernorm_quant_kernel<T, V, kItemsPerThread, decltype(per_token_tag)::value>
           <<<l.blocks, dim3(l.threads_per_row, l.rows_per_block), 0, stream>>>(
               static_cast<const T*>(input.data_ptr()), static_cast<const T*>(weight.data_ptr()),

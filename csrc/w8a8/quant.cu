@@ -77,7 +77,8 @@ void invoke_quant(const at::Tensor& out, const at::Tensor& input, const at::Tens
     constexpr int kVec = 16 / sizeof(T);
     auto launch = [&](auto vec_tag) {
       constexpr int V = decltype(vec_tag)::value;
-      const RowLayout l = row_layout("invoke_quant", rows, hidden / V, kItemsPerThread, kThreadsPerBlock);
+      const RowLayout l = row_layout("invoke_quant", rows, hidden / V, kItemsPerThread, kThreadsPerBlock,
+                                     /*max_threads_per_row=*/kThreadsPerBlock);
       invoke_quant_kernel<T, V, kItemsPerThread>
           <<<l.blocks, dim3(l.threads_per_row, l.rows_per_block), 0, stream>>>(
               static_cast<const T*>(input.data_ptr()), static_cast<int8_t*>(out.data_ptr()),
