@@ -97,12 +97,15 @@ def test_gqa_alibi_split(dtype: torch.dtype, group: int, kv_heads: int, alibi: b
     check(q, k, v, kc, vc, None, slopes, timestep, 64, 10000.0, 1.0, True)
 
 
-@pytest.mark.parametrize("length", [1, 2, 7, 255, 256, 257, 1000, 4097, 65536])
-@pytest.mark.parametrize("where", ["start", "inside", "last", "full", "circular"])
+# Every position case for the short caches; for the long cache, the last slot and the circular case.
+LENGTH_CASES = [(length, where) for length in (1, 2, 7, 255, 256, 257, 1000, 4097)
+                for where in ("start", "inside", "last", "full", "circular")]
+LENGTH_CASES += [(65536, "last"), (65536, "circular")]
+
+
+@pytest.mark.parametrize(("length", "where"), LENGTH_CASES)
 def test_lengths_and_circular_buffer(length: int, where: str) -> None:
     t = {"start": 0, "inside": length // 2, "last": length - 1, "full": length, "circular": 3 * length + 5}[where]
-    if length >= 65536 and where not in ("last", "circular"):
-        pytest.skip("long caches: two cases are enough")
     q, k, v, kc, vc = make_inputs(1, 8, 2, 128, length, torch.float16)
     check(q, k, v, kc, vc, None, None, t, 128, 10000.0, 1.0, True)
 
