@@ -10,6 +10,7 @@
 #include <c10/util/Exception.h>
 
 #include <initializer_list>
+#include <limits>
 #include <sstream>
 #include <utility>
 
@@ -66,6 +67,16 @@ class ArgChecker {
   void min_dim(const at::Tensor& t, const char* name, int64_t minimum) const {
     check(t.dim() >= minimum, "argument '", name, "' must have at least ", minimum, " dimension(s), got shape ",
           t.sizes());
+  }
+
+  // The last dimension of a row-wise input [..., hidden]: at least 1-D, 1 <= hidden < 2^31 (the
+  // kernels index within a row in 32 bits).
+  int64_t hidden_size(const at::Tensor& t, const char* name) const {
+    min_dim(t, name, 1);
+    const int64_t hidden = t.size(-1);
+    check(hidden > 0 && hidden <= std::numeric_limits<int32_t>::max(), "argument '", name,
+          "' must have a last dimension in [1, 2^31), got shape ", t.sizes());
+    return hidden;
   }
 
   // Exact shape; `what` describes it symbolically, e.g. "[N, K/8]".

@@ -32,10 +32,7 @@ void launch_rms_norm(const at::Tensor& input, const at::Tensor& gamma, const at:
 void layernorm_forward_cuda(const at::Tensor& input, const at::Tensor& gamma, const at::Tensor& out, double eps) {
   const ArgChecker c("layernorm_forward_cuda");
   c.dtype_in(input, "input", {at::kHalf, at::kBFloat16});
-  c.min_dim(input, "input", 1);
-  const int64_t hidden = input.size(-1);
-  c.check(hidden > 0 && hidden <= std::numeric_limits<int32_t>::max(),
-          "argument 'input' must have a last dimension in [1, 2^31), got shape ", input.sizes());
+  const int64_t hidden = c.hidden_size(input, "input");
   c.same_dtype(gamma, "gamma", input, "input");
   c.shape(gamma, "gamma", {hidden}, "[input.size(-1)]");
   c.same_dtype(out, "out", input, "input");

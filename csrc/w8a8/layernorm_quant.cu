@@ -126,10 +126,7 @@ void rms_norm_general(const at::Tensor& out, const at::Tensor& input, const at::
                       const at::Tensor& bias, const at::Tensor& scaling, double epsilon, bool use_per_token_quant) {
   const ArgChecker c("rms_norm_general");
   c.dtype_in(input, "input", {at::kFloat, at::kHalf, at::kBFloat16});
-  c.min_dim(input, "input", 1);
-  const int64_t hidden = input.size(-1);
-  c.check(hidden > 0 && hidden <= std::numeric_limits<int32_t>::max(),
-          "argument 'input' must have a last dimension in [1, 2^31), got shape ", input.sizes());
+  const int64_t hidden = c.hidden_size(input, "input");
   c.contiguous(input, "input");
   c.same_dtype(weight, "weight", input, "input");
   c.shape(weight, "weight", {hidden}, "[input.size(-1)]");

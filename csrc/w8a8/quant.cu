@@ -34,18 +34,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 #pragma unroll
     for (int j = 0; j < VEC; ++j) amax = fmaxf(amax, fabsf(to_float(v.v[j])));
   });
-  __shared__ float partials[32];  // the reduction's, one float per warp (no later barrier)
-  amax = row_max(amax, partials);
-  if (row >= rows) return;
-  if (threadIdx.x == 0) scale[row] = __float2half_rn(amax / 127.f);
-  const float inv_scale = 127.f / amax;
-  Vec<int8_t, VEC>* out_row = reinterpret_cast<Vec<int8_t, VEC>*>(out + row * hidden);
-  x.for_each([&](int idx, const V& v) {
-    float scaled[VEC];
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) scaled[j] = to_float(v.v[j]) * inv_scale;
-    store_int8_rn_sat(out_row + idx, scaled);
-  });
+  store_per_token_codes(x, amax, row, rows, hidden, scale, out);
 }
 
 }  // namespace
@@ -53,10 +42,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 void invoke_quant(const at::Tensor& out, const at::Tensor& input, const at::Tensor& scale) {
   const ArgChecker c("invoke_quant");
   c.dtype_in(input, "input", {at::kFloat, at::kHalf, at::kBFloat16});
-  c.min_dim(input, "input", 1);
-  const int64_t hidden = input.size(-1);
-  c.check(hidden > 0 && hidden <= std::numeric_limits<int32_t>::max(),
-          "argument 'input' must have a last dimension in [1, 2^31), got shape ", input.sizes());
+  const int64_t hidden = c.hidden_size(input, "input");
   c.contiguous(input, "input");
   c.dtype(out, "out", at::kChar);
   c.check(out.numel() == input.numel(), "argument 'out' must have as many elements as 'input' ", input.sizes(),

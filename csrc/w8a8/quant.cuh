@@ -167,4 +167,26 @@ __device__ __forceinline__ RowCache<S, VEC, ITEMS, Load> make_row_cache(Load loa
   return RowCache<S, VEC, ITEMS, Load>(load, hidden, active);
 }
 
+// The per-token ending shared by invoke_quant and gelu_and_quant. `amax` is this thread's part of
+// the row's max |value|: writes scale[row] = fp16(amax / 127) and the codes
+// int8_rn_sat(value * 127 / amax) (the fp32 amax, not the rounded scale, as the original). Threads of
+// rows past the end take part in the reduction, then return.
+template <typename S, int VEC, int ITEMS, typename Load>
+__device__ __forceinline__ void store_per_token_codes(RowCache<S, VEC, ITEMS, Load>& values, float amax, int64_t row,
+                                                      int64_t rows, int hidden, half* __restrict__ scale,
+                                                      int8_t* __restrict__ out) {
+  __shared__ float partials[32];  // the reduction's, one float per warp (no later barrier)
+  amax = row_max(amax, partials);
+  if (row >= rows) return;
+  if (threadIdx.x == 0) scale[row] = __float2half_rn(amax / 127.f);
+  const float inv_scale = 127.f / amax;
+  Vec<int8_t, VEC>* out_row = reinterpret_cast<Vec<int8_t, VEC>*>(out + row * hidden);
+  values.for_each([&](int idx, const Vec<S, VEC>& v) {
+    float scaled[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) scaled[j] = to_float(v.v[j]) * inv_scale;
+    store_int8_rn_sat(out_row + idx, scaled);
+  });
+}
+
 }  // namespace awq
