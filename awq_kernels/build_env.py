@@ -360,17 +360,37 @@ def resolve_arch_list(
     return default_arch_list(cuda), f"default for CUDA {cuda[0]}.{cuda[1]} (no GPU visible: cross-compiling)"
 
 
-def gencode_flags(arch_list: Sequence[str]) -> list[str]:
+# Hopper's warpgroup MMA (wgmma) and setmaxnreg exist only in the arch-specific sm_90a target (CUDA
+# >= 12.0). Its SASS runs on every compute capability 9.0 GPU (H100, H200, GH200), which are all the
+# GPUs that plain sm_90 SASS runs on, so a "9.0" entry is built as sm_90a: nothing is lost, and the
+# wgmma kernels can be chosen at run time. PTX ("+PTX") stays portable compute_90.
+SM90A_MIN_CUDA = (12, 0)
+
+
+def sass_arch(entry: str, cuda: tuple[int, int]) -> str:
+    """The ``sm_`` number that an arch-list entry is compiled to, e.g. ``"90a"``."""
+    match = _ARCH_RE.match(entry)
+    assert match, entry
+    num = f"{match.group(1)}{match.group(2)}{match.group(3) or ''}"
+    return "90a" if num == "90" and cuda >= SM90A_MIN_CUDA else num
+
+
+def gencode_flags(arch_list: Sequence[str], cuda: tuple[int, int]) -> list[str]:
     """``-gencode`` flags: SASS for each entry, plus PTX where it says ``+PTX``."""
     flags = []
     for entry in arch_list:
         match = _ARCH_RE.match(entry)
         assert match, entry
-        num = f"{match.group(1)}{match.group(2)}{match.group(3) or ''}"
-        flags.append(f"-gencode=arch=compute_{num},code=sm_{num}")
+        sass = sass_arch(entry, cuda)
+        flags.append(f"-gencode=arch=compute_{sass},code=sm_{sass}")
         if match.group(4):
+            num = f"{match.group(1)}{match.group(2)}{match.group(3) or ''}"
             flags.append(f"-gencode=arch=compute_{num},code=compute_{num}")
     return flags
+
+
+def builds_sm90a(arch_list: Sequence[str], cuda: tuple[int, int]) -> bool:
+    return any(sass_arch(entry, cuda) == "90a" for entry in arch_list)
 
 
 def nvcc_thread_count(cuda: tuple[int, int], arch_list: Sequence[str], environ: Mapping[str, str]) -> int:
@@ -413,6 +433,8 @@ class BuildPlan:
         ]
         if self.bf16:
             defines.append("-DENABLE_BF16")
+        if builds_sm90a(self.arch_list, self.toolkit.version):
+            defines.append("-DAWQ_KERNELS_SM90A")
         return defines
 
     def nvcc_flags(self) -> list[str]:
@@ -420,7 +442,7 @@ class BuildPlan:
         # torch adds -D__CUDA_NO_HALF_OPERATORS__ and friends; our kernels use the intrinsics.
         flags += ["-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
                   "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-U__CUDA_NO_HALF2_OPERATORS__"]
-        flags += gencode_flags(self.arch_list)
+        flags += gencode_flags(self.arch_list, self.toolkit.version)
         if self.nvcc_threads > 1:
             flags += ["--threads", str(self.nvcc_threads)]
         return flags

@@ -130,12 +130,23 @@ def test_cpu_only_torch() -> None:
 def test_arch_list_from_environment_is_honoured_exactly() -> None:
     archs, source = build_env.resolve_arch_list({"TORCH_CUDA_ARCH_LIST": "8.6 9.0a;8.0+PTX"}, (13, 0), [(9, 0)])
     assert archs == ["8.6", "9.0a", "8.0+PTX"] and "TORCH_CUDA_ARCH_LIST" in source
-    assert build_env.gencode_flags(archs) == [
+    assert build_env.gencode_flags(archs, (13, 0)) == [
         "-gencode=arch=compute_86,code=sm_86",
         "-gencode=arch=compute_90a,code=sm_90a",
         "-gencode=arch=compute_80,code=sm_80",
         "-gencode=arch=compute_80,code=compute_80",
     ]
+
+
+@pytest.mark.parametrize(
+    ("cuda", "sass", "sm90a"), [((13, 0), "sm_90a", True), ((12, 0), "sm_90a", True), ((11, 8), "sm_90", False)]
+)
+def test_plain_9_0_is_built_as_sm90a_for_wgmma(cuda: tuple[int, int], sass: str, sm90a: bool) -> None:
+    flags = build_env.gencode_flags(["8.0", "9.0+PTX"], cuda)
+    num = sass.removeprefix("sm_")
+    assert flags[1:] == [f"-gencode=arch=compute_{num},code={sass}", "-gencode=arch=compute_90,code=compute_90"]
+    assert build_env.builds_sm90a(["8.0", "9.0+PTX"], cuda) is sm90a
+    assert build_env.builds_sm90a(["8.0", "8.6"], cuda) is False
 
 
 @pytest.mark.parametrize("bad", ["Ampere", "8", "6.1", ""])

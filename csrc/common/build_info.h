@@ -22,6 +22,11 @@ inline std::string build_info() {
 #else
   info += ";bf16=0";
 #endif
+#ifdef AWQ_KERNELS_SM90A
+  info += ";sm90a=1";  // wgmma kernels built (compute capability 9.0 SASS is sm_90a)
+#else
+  info += ";sm90a=0";
+#endif
   return info;
 }
 
