@@ -255,32 +255,29 @@ struct WgmmaKernel {
 };
 
 // The sm_90a kernel (w8a8_gemm_sm90.cuh): operands through TMA tensor maps (boxes of 128-byte K
-// slices with the 128-byte swizzle, A boxes of 128 rows, W boxes of the 128 rows each CTA of a
-// cluster multicasts; K % 16 == 0 and 16-byte aligned bases, as validate() checks).
+// slices with the 128-byte swizzle; K % 16 == 0 and 16-byte aligned bases, as validate() checks).
 void launch_wgmma(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, int splits,
                   const cudaDeviceProp& prop, cudaStream_t stream) {
   using Cfg = w8a8::WgmmaConfig;
-  // One cluster per pair of M tiles and N tile (the last pair may have one tile past M).
-  const int64_t pairs_m = (M + Cfg::kCluster * Cfg::kBlockM - 1) / (Cfg::kCluster * Cfg::kBlockM);
+  const int64_t tiles_m = (M + Cfg::kBlockM - 1) / Cfg::kBlockM;
   const int64_t tiles_n = (N + Cfg::kBlockN - 1) / Cfg::kBlockN;
-  const int64_t ctas = Cfg::kCluster * pairs_m * tiles_n;
-  check_tiles_and_smem(c, ctas, Cfg::kSmemBytes, prop, M, N);
+  check_tiles_and_smem(c, tiles_m * tiles_n, Cfg::kSmemBytes, prop, M, N);
   const SplitPlan plan = plan_splits((K + Cfg::kBlockK - 1) / Cfg::kBlockK, splits);
   const Pointers p = pointers(args, N);
   CUtensorMap a_map;
   CUtensorMap w_map;
   sm90::encode_tensor_map_2d(&a_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a, M, K, K, Cfg::kBlockM, Cfg::kBlockK,
                              CU_TENSOR_MAP_SWIZZLE_128B);
-  sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.w, N, K, K, Cfg::kBRowsPerCta, Cfg::kBlockK,
+  sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.w, N, K, K, Cfg::kBlockN, Cfg::kBlockK,
                              CU_TENSOR_MAP_SWIZZLE_128B);
   at::Tensor partials = allocate_partials(args, plan.splits, M, N);
-  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(plan.splits));  // clusters of 2 along x
+  const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(plan.splits));
   launch_with_epilogue<WgmmaKernel>(
       p, partials.defined() ? partials.data_ptr<int>() : nullptr, plan.splits, M, N, stream,
       [&](auto kernel_fn, int* partials_ptr) {
         C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
         kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-            a_map, w_map, p.wscales, p.ascales, p.bias, p.out, partials_ptr, M, N, K, static_cast<int>(pairs_m),
+            a_map, w_map, p.wscales, p.ascales, p.bias, p.out, partials_ptr, M, N, K, static_cast<int>(tiles_m),
             static_cast<int>(tiles_n), plan.k_tiles_per_split, p.paired_stores);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });

@@ -2,42 +2,29 @@
 // int8 [M, K], W int8 [N, K], both K-contiguous; out fp16 [M, N]), with `wgmma` (IGMMA in SASS) fed
 // by TMA instead of mma.sync fed by cp.async + ldmatrix.
 //
-// CTA tile 128 x 256 (M x N), K in 128-byte slices, clusters of 2 CTAs: the two M tiles 2p and
-// 2p + 1 of one N tile (the second may lie wholly past M: TMA then loads zeros and every store is
-// masked). Both need the same W slices, so each CTA loads one half (128 rows) of the W box and
-// multicasts it into both CTAs' shared memory: L2 -> SM traffic per CTA and slice is 16 KiB of A +
-// 16 KiB of W instead of 16 + 32 KiB (the 128 x 256 tile alone would need ~7 TB/s of L2 bandwidth at
-// 1200 TOPS).
-// 3 warpgroups per CTA (warp specialisation):
+// CTA tile 128 x 256 (M x N), K in 128-byte slices; 3 warpgroups (warp specialisation):
 //   * warpgroup 0, one thread: the producer. For each K slice it waits until the slice's ring slot
-//     is free in both CTAs (`empty` mbarrier: its peer's multicast writes the same slot of both),
-//     announces the slot's 48 KiB on its `full` mbarrier and issues two TMA copies: its A box (128
-//     rows x 128 bytes) and its half of the W box (128 rows x 128 bytes, multicast to both CTAs; the
-//     peer's half completes on this CTA's `full` barrier too). TMA zero-fills rows >= M / >= N and
-//     bytes >= K, so tails need no masking in the mainloop and the transaction count is always the
-//     full box.
+//     is free (`empty` mbarrier), announces the slot's bytes on its `full` mbarrier and issues two TMA
+//     copies: the A box (128 rows x 128 bytes) and the W box (256 rows x 128 bytes). TMA zero-fills
+//     rows >= M / >= N and bytes >= K, so tails need no masking in the mainloop and the transaction
+//     count is always the full box.
 //   * warpgroups 1 and 2: consumers, rows 0-63 and 64-127 of the tile. Per slice: wait `full`, four
 //     `wgmma.m64n256k32.s32.s8.s8` (A and W from shared memory, both K-major), commit; then wait
-//     until the previous slice's wgmmas are done and release that slot in both CTAs of the cluster
-//     (lane 0 of each consumer warp arrives on both `empty` barriers: 2 x 8 arrivals per phase), so
-//     one slice of wgmmas is always queued behind the running one.
+//     until the previous slice's wgmmas are done and release that slot (`empty`, all 256 consumer
+//     threads arrive), so one slice of wgmmas is always queued behind the running one.
 //   setmaxnreg moves registers from the producer (40) to the consumers (232: 128 int32 accumulators
 //   each plus the epilogue).
-// Cluster barriers after the mbarrier initialisation (before any peer may multicast into this CTA)
-// and at the end (no CTA exits while its peer may still arrive on its barriers).
-// Ring slot s: A at s * kStageBytes (16 KiB), W right after (32 KiB: rows 0-127 from rank 0, 128-255
-// from rank 1); every tile 1024-byte aligned, as the 128-byte swizzle atom (8 rows x 128 bytes)
-// requires. The TMA 128-byte swizzle stores 16-byte chunk c of row r at chunk c ^ (r % 8), which is
-// the layout the wgmma descriptor's "128B swizzle" mode reads (smem_desc_128b_swizzle): a k32 step is
-// +32 bytes of start address.
+// Ring slot s: A at s * kStageBytes (16 KiB), W right after (32 KiB); every tile 1024-byte aligned,
+// as the 128-byte swizzle atom (8 rows x 128 bytes) requires. The TMA 128-byte swizzle stores
+// 16-byte chunk c of row r at chunk c ^ (r % 8), which is the layout the wgmma descriptor's
+// "128B swizzle" mode reads (smem_desc_128b_swizzle): a k32 step is +32 bytes of start address.
 //
 // Accumulators of consumer warpgroup g, thread t (warp w = t / 32 within the group, lane l):
 // d[4j + {0,1}] at (row 64g + 16w + l/4, cols 8j + 2(l%4) + {0,1}); d[4j + {2,3}] at row + 8
 // (the mma.m16n8 C layout, repeated over the 32 n8 blocks). The epilogue (or the split-K partial
 // sums) is OutputRow's, as in the mma.sync kernel, so both kernels round identically.
 //
-// Split-K as the mma.sync kernel (blockIdx.y = K split); tile order: clusters walk groups of
-// kGroupM / 2 M-tile pairs down each N tile, as the mma.sync kernel's kGroupM M tiles.
+// Split-K and the tile order (kGroupM) are those of the mma.sync kernel (blockIdx.y = K split).
 #pragma once
 
 #include "common/sm90.cuh"
@@ -52,19 +39,16 @@ struct WgmmaConfig {
   static constexpr int kBlockK = 128;  // bytes: one 128-byte swizzle row
   static constexpr int kStages = 4;
   static constexpr int kConsumers = 2;  // warpgroups, 64 rows each
-  static constexpr int kCluster = 2;    // CTAs per cluster (M tiles sharing the W slices)
   static constexpr int kThreads = 128 * (1 + kConsumers);
   static constexpr int kABytes = kBlockM * kBlockK;
   static constexpr int kBBytes = kBlockN * kBlockK;
-  static constexpr int kBRowsPerCta = kBlockN / kCluster;  // W rows each CTA of a cluster loads
   static constexpr int kStageBytes = kABytes + kBBytes;
   // + 1024: the dynamic shared memory is aligned up to the swizzle atom inside the kernel.
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024;
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = 232;
   static_assert(kBlockM == 64 * kConsumers, "each consumer warpgroup owns 64 rows (the wgmma M)");
-  static_assert(kABytes % 1024 == 0 && kBRowsPerCta * kBlockK % 1024 == 0, "tiles must stay 1024-byte aligned");
-  static_assert(kGroupM % kCluster == 0, "tile groups hold whole clusters");
+  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "tiles must stay 1024-byte aligned");
   static_assert(128 * (kProducerRegs + kConsumers * kConsumerRegs) <= 65536, "register file");
 };
 
@@ -105,42 +89,38 @@ __device__ __forceinline__ void wgmma_s8_m64n256k32(int (&d)[128], uint64_t a_de
 #endif
 
 template <Epilogue EPILOGUE>
-__global__ void __cluster_dims__(WgmmaConfig::kCluster, 1, 1) __launch_bounds__(WgmmaConfig::kThreads, 1)
+__global__ void __launch_bounds__(WgmmaConfig::kThreads, 1)
     w8a8_wgmma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap w_map,
                       const half* __restrict__ wscales, const half* __restrict__ ascales,
                       const half* __restrict__ bias, half* __restrict__ out, int* __restrict__ partials, int M,
-                      int N, int K, int pairs_m, int tiles_n, int k_tiles_per_split, bool paired_stores) {
+                      int N, int K, int tiles_m, int tiles_n, int k_tiles_per_split, bool paired_stores) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = WgmmaConfig;
   using namespace sm90;
   extern __shared__ uint8_t smem_raw[];
   __shared__ uint64_t full_bar[Cfg::kStages];   // slot holds a landed slice (1 arrival + TMA bytes)
-  __shared__ uint64_t empty_bar[Cfg::kStages];  // slot was read by the consumer warps of both CTAs
+  __shared__ uint64_t empty_bar[Cfg::kStages];  // slot was read by all consumer threads
   uint8_t* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
 
-  // Cluster c (CTAs 2c, 2c + 1 along x) -> (M-tile pair, N tile) in groups of kGroupM / 2 pairs.
-  const uint32_t rank = cluster_ctarank();
-  const int cluster_id = static_cast<int>(blockIdx.x) / Cfg::kCluster;
-  constexpr int kGroupPairs = kGroupM / Cfg::kCluster;
-  const int clusters_per_group = kGroupPairs * tiles_n;
-  const int first_pair = (cluster_id / clusters_per_group) * kGroupPairs;
-  const int group_pairs = min(pairs_m - first_pair, kGroupPairs);
-  const int pair = first_pair + (cluster_id % clusters_per_group) % group_pairs;
-  const int m0 = (pair * Cfg::kCluster + static_cast<int>(rank)) * Cfg::kBlockM;
-  const int n0 = ((cluster_id % clusters_per_group) / group_pairs) * Cfg::kBlockN;
+  const int tile_id = static_cast<int>(blockIdx.x);
+  const int tiles_per_group = kGroupM * tiles_n;
+  const int first_tile_m = (tile_id / tiles_per_group) * kGroupM;
+  const int group_tiles_m = min(tiles_m - first_tile_m, kGroupM);
+  const int m0 = (first_tile_m + (tile_id % tiles_per_group) % group_tiles_m) * Cfg::kBlockM;
+  const int n0 = ((tile_id % tiles_per_group) / group_tiles_m) * Cfg::kBlockN;
   // This CTA's K slices: [k_tile_begin, k_tile_begin + k_tiles), at least one (the host launches no
-  // empty split and no K = 0 problem); the same for both CTAs of the cluster.
+  // empty split and no K = 0 problem).
   const int k_tile_begin = static_cast<int>(blockIdx.y) * k_tiles_per_split;
   const int k_tiles = min((K + Cfg::kBlockK - 1) / Cfg::kBlockK - k_tile_begin, k_tiles_per_split);
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
       mbarrier_init(&full_bar[s], 1);
-      mbarrier_init(&empty_bar[s], Cfg::kCluster * Cfg::kConsumers * 4);  // consumer warps of the cluster
+      mbarrier_init(&empty_bar[s], 128 * Cfg::kConsumers);
     }
     fence_barrier_init();
   }
-  cluster_sync();  // both CTAs' barriers are initialised before either multicasts into the other
+  __syncthreads();
 
   const int warpgroup = static_cast<int>(threadIdx.x) / 128;
   if (warpgroup == 0) {
@@ -149,15 +129,13 @@ __global__ void __cluster_dims__(WgmmaConfig::kCluster, 1, 1) __launch_bounds__(
       int stage = 0;
       uint32_t phase = 0;  // parity of the slot's current round
       for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
-        // Round r >= 1 of a slot reuses it once the consumers of both CTAs released round r - 1.
+        // Round r >= 1 of a slot reuses it once the consumers released round r - 1.
         if (k_tile >= Cfg::kStages) mbarrier_wait(&empty_bar[stage], phase ^ 1);
         uint8_t* slot = smem + stage * Cfg::kStageBytes;
         const int k0 = (k_tile_begin + k_tile) * Cfg::kBlockK;
         mbarrier_arrive_expect_tx(&full_bar[stage], Cfg::kStageBytes);
         tma_load_2d(slot, &a_map, &full_bar[stage], k0, m0);
-        const int w_rows = static_cast<int>(rank) * Cfg::kBRowsPerCta;
-        tma_load_2d_multicast(slot + Cfg::kABytes + w_rows * Cfg::kBlockK, &w_map, &full_bar[stage], k0, n0 + w_rows,
-                              (1u << Cfg::kCluster) - 1);
+        tma_load_2d(slot + Cfg::kABytes, &w_map, &full_bar[stage], k0, n0);
         if (++stage == Cfg::kStages) {
           stage = 0;
           phase ^= 1;
@@ -167,8 +145,6 @@ __global__ void __cluster_dims__(WgmmaConfig::kCluster, 1, 1) __launch_bounds__(
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
     const int consumer = warpgroup - 1;
-    const int lane = static_cast<int>(threadIdx.x) % 32;
-    const int warp = (static_cast<int>(threadIdx.x) / 32) % 4;
     int acc[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) acc[i] = 0;
@@ -188,12 +164,9 @@ __global__ void __cluster_dims__(WgmmaConfig::kCluster, 1, 1) __launch_bounds__(
         wgmma_s8_m64n256k32(acc, a_desc + slot + 2 * ks, b_desc + slot + 2 * ks);
       }
       wgmma_commit_group();
-      // The previous slice's wgmmas have finished reading their slot (this warp's part of it): hand
-      // it back to both producers (each writes half of the W slot of both CTAs).
+      // The previous slice's wgmmas have finished reading their slot: hand it back to the producer.
       wgmma_wait<1>();
-      if (k_tile > 0 && lane == 0) {
-        for (uint32_t cta = 0; cta < Cfg::kCluster; ++cta) mbarrier_arrive_cluster(&empty_bar[prev_stage], cta);
-      }
+      if (k_tile > 0) mbarrier_arrive(&empty_bar[prev_stage]);
       prev_stage = stage;
       if (++stage == Cfg::kStages) {
         stage = 0;
@@ -204,6 +177,8 @@ __global__ void __cluster_dims__(WgmmaConfig::kCluster, 1, 1) __launch_bounds__(
 #pragma unroll
     for (int i = 0; i < 128; ++i) fence_register(acc[i]);
 
+    const int lane = static_cast<int>(threadIdx.x) % 32;
+    const int warp = (static_cast<int>(threadIdx.x) / 32) % 4;
 #pragma unroll
     for (int half_row = 0; half_row < 2; ++half_row) {
       const int m = m0 + consumer * 64 + warp * 16 + lane / 4 + half_row * 8;
@@ -217,8 +192,6 @@ __global__ void __cluster_dims__(WgmmaConfig::kCluster, 1, 1) __launch_bounds__(
       }
     }
   }
-  __syncwarp();    // the producer warp's lane 0 rejoins its warp
-  cluster_sync();  // the peer no longer arrives on this CTA's barriers
 #else
   // Hopper-only (wgmma, TMA, setmaxnreg); the host launches it only on sm_90a builds on CC 9.0 GPUs.
   __trap();
