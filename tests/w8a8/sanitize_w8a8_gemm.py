@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import awq_inference_engine  # noqa: E402
+from tests.utils import sm90a_runs_here  # noqa: E402
 from tests.w8a8.test_w8a8_gemm import nonzero_int8, random_scales, reference, ulp_distance  # noqa: E402
 
 # Each tile config with M, N and K tails: small (M <= 16), medium, large (M > 128 with at least one
@@ -29,11 +30,6 @@ from tests.w8a8.test_w8a8_gemm import nonzero_int8, random_scales, reference, ul
 SHAPES = [(5, 200, 96), (3, 72, 2064), (100, 136, 208), (40, 136, 2064), (300, 11224, 96)]
 # The wgmma kernel, forced: M, N and K tails of its 128 x 256 x 128 tile, and K split in 2 (16400).
 WGMMA_SHAPES = [(5, 200, 96), (300, 11224, 96), (257, 1000, 4112), (40, 136, 16400)]
-
-
-def wgmma_runs_here() -> bool:
-    return ("sm90a=1" in torch.ops.awq_inference_engine.build_info()
-            and torch.cuda.get_device_capability() == (9, 0))
 
 
 def gemm(a: torch.Tensor, w: torch.Tensor, wscales: torch.Tensor, ascales: torch.Tensor, out: torch.Tensor,
@@ -50,7 +46,7 @@ def main() -> int:
     failures = 0
     # mma.sync forced (auto takes wgmma for the large shape on an H100), the compat ops (auto) once.
     runs = [(shape, "mma") for shape in SHAPES] + [(SHAPES[-1], "auto")]
-    if wgmma_runs_here():
+    if sm90a_runs_here():
         runs += [(shape, "wgmma") for shape in WGMMA_SHAPES]
     for (m, n, k), kernel in runs:
         a, w = nonzero_int8(m, k), nonzero_int8(n, k)

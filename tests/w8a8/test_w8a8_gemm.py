@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -12,9 +9,8 @@ import pytest
 import torch
 
 import awq_inference_engine
-import awq_kernels
 from awq_kernels.ops import w8a8_linear
-from tests.utils import poison
+from tests.utils import poison, sass_functions, sm90a_built, sm90a_runs_here
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 M_SWEEP = [1, 7, 16, 17, 100, 128, 129, 256, 257, 1000, 4096]  # crosses every tile config's boundaries
@@ -187,17 +183,9 @@ def test_w8a8_linear_wrapper() -> None:
 
 # --- the kernel choice: mma.sync (sm_80+) and the Hopper wgmma kernel, each forced ---
 
-def wgmma_built() -> bool:
-    return "sm90a=1" in torch.ops.awq_inference_engine.build_info()
-
-
-def wgmma_runs_here() -> bool:
-    return wgmma_built() and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-
-
 KERNELS = [
     "mma",
-    pytest.param("wgmma", marks=pytest.mark.skipif(not wgmma_runs_here(),
+    pytest.param("wgmma", marks=pytest.mark.skipif(not sm90a_runs_here(),
                                                    reason="needs an sm_90a build and a compute capability 9.0 GPU")),
 ]
 # M tails of the 128-row tile (1, 100, 129, 257), N tails of the 256-column tile (8, 200, 264, 1000,
@@ -260,7 +248,7 @@ def test_kernel_extreme_values_and_k_zero(kernel: str) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(wgmma_runs_here(), reason="the wgmma kernel runs here")
+@pytest.mark.skipif(sm90a_runs_here(), reason="the wgmma kernel runs here")
 def test_wgmma_refused_where_it_cannot_run() -> None:
     a, w = nonzero_int8(4, 64), nonzero_int8(8, 64)
     with pytest.raises(RuntimeError, match=r"kernel \"wgmma\" needs a build for compute capability 9.0"):
@@ -278,32 +266,11 @@ def test_w8a8_linear_kernel_choice(kernel: str) -> None:
     assert_within_one_ulp(out.reshape(300, 264), reference(x.reshape(300, 256), w, wscales, ascales, bias))
 
 
-def find_cuobjdump() -> Optional[str]:
-    """cuobjdump from $CUOBJDUMP, PATH, or the toolkit of $CUDA_HOME / torch's CUDA_HOME."""
-    from torch.utils.cpp_extension import CUDA_HOME
-
-    candidates = [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")]
-    candidates += [str(Path(home) / "bin" / "cuobjdump") for home in (os.environ.get("CUDA_HOME"), CUDA_HOME) if home]
-    return next((c for c in candidates if c and Path(c).is_file()), None)
-
-
 def test_wgmma_kernel_is_igmma_in_sass() -> None:
     """The sm_90a build's W8A8 wgmma kernel is Hopper IGMMA in SASS (not an emulation or mma.sync)."""
-    if not wgmma_built():
+    if not sm90a_built():
         pytest.skip("built without compute capability 9.0 (no sm_90a kernels)")
-    cuobjdump = find_cuobjdump()
-    if cuobjdump is None:
-        pytest.skip("cuobjdump not found (set CUOBJDUMP or CUDA_HOME)")
-    library = next(Path(awq_kernels.__file__).parent.glob("_awq_inference_engine*.so"))
-    # cuobjdump runs nvdisasm from PATH: its own directory first.
-    env = dict(os.environ, PATH=f"{Path(cuobjdump).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    result = subprocess.run([cuobjdump, "-sass", str(library)], capture_output=True, text=True, env=env)
-    if result.returncode != 0 and "nvdisasm" in result.stderr:
-        pytest.skip("cuobjdump found no nvdisasm (put it on PATH)")
-    assert result.returncode == 0, result.stderr
-    sass = result.stdout
-    kernels = sass.split("Function : ")[1:]
-    wgmma = [body for body in kernels if body.startswith("_ZN3awq4w8a817w8a8_wgmma_kernel")]
+    wgmma = sass_functions("_awq_inference_engine*.so", "_ZN3awq4w8a817w8a8_wgmma_kernel")
     assert len(wgmma) == 3, "one wgmma kernel per epilogue (scale, scale + bias, partial sums)"
     for body in wgmma:
         assert "IGMMA.64x256x32.S8.S8" in body
