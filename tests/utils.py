@@ -68,11 +68,19 @@ def sm90a_runs_here(device: Optional[torch.device] = None) -> bool:
 
 
 def find_cuobjdump() -> Optional[str]:
-    """cuobjdump from $CUOBJDUMP, PATH, or the toolkit of $CUDA_HOME / torch's CUDA_HOME."""
+    """cuobjdump from $CUOBJDUMP, PATH, the toolkit that builds the package (build_env; CI installs
+    PyPI's cuobjdump and nvdisasm into it), or $CUDA_HOME / torch's CUDA_HOME."""
     from torch.utils.cpp_extension import CUDA_HOME
 
+    from awq_kernels import build_env
+
+    homes = [os.environ.get("CUDA_HOME"), CUDA_HOME]
+    try:
+        homes.insert(0, str(build_env.find_cuda_toolkit().home))
+    except build_env.BuildEnvError:
+        pass
     candidates = [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")]
-    candidates += [str(Path(home) / "bin" / "cuobjdump") for home in (os.environ.get("CUDA_HOME"), CUDA_HOME) if home]
+    candidates += [str(Path(home) / "bin" / "cuobjdump") for home in homes if home]
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
