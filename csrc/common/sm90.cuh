@@ -3,7 +3,8 @@
 //
 // The device helpers exist only in the sm_90a device pass (`__CUDA_ARCH_FEAT_SM90_ALL`): every kernel
 // that uses them guards its body the same way, and the host dispatch picks such a kernel only on
-// `AWQ_KERNELS_SM90A` builds running on a compute capability 9.0 GPU.
+// `AWQ_KERNELS_SM90A` builds running on a compute capability 9.0 GPU. Include it only in such builds
+// (CUDA >= 12.0: CUtensorMap and cuTensorMapEncodeTiled do not exist before).
 #pragma once
 
 #include <c10/util/Exception.h>

@@ -9,7 +9,9 @@
 #include "common/checks.h"
 #include "w8a8/w8a8_gemm.cuh"
 #include "w8a8/w8a8_gemm.h"
+#ifdef AWQ_KERNELS_SM90A  // CUDA >= 12.0 (tensor maps, sm_90a)
 #include "w8a8/w8a8_gemm_sm90.cuh"
+#endif
 
 namespace awq {
 namespace {
