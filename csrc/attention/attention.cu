@@ -9,6 +9,9 @@
 
 #include "attention/attention.h"
 #include "attention/single_query_attention.cuh"
+#ifdef AWQ_KERNELS_SM90A
+#include "attention/single_query_attention_sm90.cuh"
+#endif
 #include "common/checks.h"
 #include "common/dispatch.h"
 
@@ -38,10 +41,35 @@ void check_token_tensor(const ArgChecker& c, const at::Tensor& t, const char* na
           "' must have stride(2) == 1 and stride(1) == head_dim (", dh, "), got strides ", t.strides());
 }
 
-// overlap_combine: launch the combine kernel with programmatic stream serialisation (sm_90+), so its
-// CTAs are scheduled during the chunk kernel's last wave instead of after a launch gap.
+// Which chunk kernel runs on this device: the bulk-copy ring kernel (single_query_attention_sm90.cuh)
+// on compute capability 9.0 when this build has sm_90a code, for up to 4 query heads per KV head
+// (8 heads' q values and accumulators do not fit its registers); else the register-load kernel.
+struct KernelChoice {
+  bool ring_allowed;     // device 9.0 and an sm_90a build
+  bool overlap_combine;  // launch the combine kernel with programmatic stream serialisation (sm_90+), so
+                         // its CTAs are scheduled during the chunk kernel's last wave, not after a launch gap
+};
+
 template <typename T, int DH_MAX, int G_MAX>
-void launch(attention::Params& p, int batch, int num_sms, bool overlap_combine, int64_t window_max,
+void launch_chunk_kernel(const attention::Params& p, const dim3& grid, bool ring_allowed, cudaStream_t stream) {
+#ifdef AWQ_KERNELS_SM90A
+  if constexpr (G_MAX <= 4) {
+    if (ring_allowed) {
+      constexpr int smem = attention::RingLayout<T, DH_MAX>::kRingBytes;
+      const auto kernel = attention::single_query_attention_ring_kernel<T, DH_MAX, G_MAX>;
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      kernel<<<grid, attention::kRingThreads, smem, stream>>>(p);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
+#endif
+  attention::single_query_attention_chunk_kernel<T, DH_MAX, G_MAX><<<grid, attention::kThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, int DH_MAX, int G_MAX>
+void launch(attention::Params& p, int batch, int num_sms, KernelChoice choice, int64_t window_max,
             const at::TensorOptions& options, cudaStream_t stream) {
   const int group_size = p.num_heads / p.num_kv_heads;
   p.head_groups = (group_size + G_MAX - 1) / G_MAX;
@@ -81,8 +109,7 @@ void launch(attention::Params& p, int batch, int num_sms, bool overlap_combine, 
   }
   const dim3 grid(static_cast<unsigned>(p.num_chunks * p.head_groups), static_cast<unsigned>(p.num_kv_heads),
                   static_cast<unsigned>(batch));
-  attention::single_query_attention_chunk_kernel<T, DH_MAX, G_MAX><<<grid, attention::kThreads, 0, stream>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_chunk_kernel<T, DH_MAX, G_MAX>(p, grid, choice.ring_allowed, stream);
   if (p.num_chunks > 1) {
     cudaLaunchAttribute overlap{};
     overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -92,21 +119,21 @@ void launch(attention::Params& p, int batch, int num_sms, bool overlap_combine, 
     config.blockDim = dim3(attention::kThreads);
     config.stream = stream;
     config.attrs = &overlap;
-    config.numAttrs = overlap_combine ? 1 : 0;
+    config.numAttrs = choice.overlap_combine ? 1 : 0;
     C10_CUDA_CHECK(cudaLaunchKernelEx(&config, attention::single_query_attention_combine_kernel<T>, p));
   }
 }
 
 template <typename T, int DH_MAX>
-void launch_for_group(attention::Params& p, int batch, int num_sms, bool overlap_combine, int64_t window_max,
+void launch_for_group(attention::Params& p, int batch, int num_sms, KernelChoice choice, int64_t window_max,
                       const at::TensorOptions& options, cudaStream_t stream) {
   const int group_size = p.num_heads / p.num_kv_heads;
   if (group_size == 1) {
-    launch<T, DH_MAX, 1>(p, batch, num_sms, overlap_combine, window_max, options, stream);
+    launch<T, DH_MAX, 1>(p, batch, num_sms, choice, window_max, options, stream);
   } else if (group_size <= 4) {
-    launch<T, DH_MAX, 4>(p, batch, num_sms, overlap_combine, window_max, options, stream);
+    launch<T, DH_MAX, 4>(p, batch, num_sms, choice, window_max, options, stream);
   } else {
-    launch<T, DH_MAX, 8>(p, batch, num_sms, overlap_combine, window_max, options, stream);
+    launch<T, DH_MAX, 8>(p, batch, num_sms, choice, window_max, options, stream);
   }
 }
 
@@ -179,7 +206,12 @@ at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, cons
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
   const int num_sms = props->multiProcessorCount;
-  const bool overlap_combine = props->major >= 9;
+#ifdef AWQ_KERNELS_SM90A
+  const bool ring_allowed = props->major == 9 && props->minor == 0;
+#else
+  const bool ring_allowed = false;
+#endif
+  const KernelChoice choice{ring_allowed, props->major >= 9};
   // Longest window over the batch: known from timestep, or bounded by L when lengths live on the GPU.
   const int64_t window_max = length_per_sample_.has_value() ? cache_len : std::min(timestep + 1, cache_len);
 
@@ -211,11 +243,11 @@ at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, cons
     const int b = static_cast<int>(batch);
     const at::TensorOptions partial_options = q.options().dtype(at::kFloat);
     if (dh <= 64) {
-      launch_for_group<T, 64>(p, b, num_sms, overlap_combine, window_max, partial_options, stream);
+      launch_for_group<T, 64>(p, b, num_sms, choice, window_max, partial_options, stream);
     } else if (dh <= 128) {
-      launch_for_group<T, 128>(p, b, num_sms, overlap_combine, window_max, partial_options, stream);
+      launch_for_group<T, 128>(p, b, num_sms, choice, window_max, partial_options, stream);
     } else {
-      launch_for_group<T, 256>(p, b, num_sms, overlap_combine, window_max, partial_options, stream);
+      launch_for_group<T, 256>(p, b, num_sms, choice, window_max, partial_options, stream);
     }
   });
   return out;

@@ -101,6 +101,261 @@ __device__ void rotate_in_place(float* vec, int stride, int count, const Params&
   }
 }
 
+// Shared memory of a chunk CTA (both kernels), one struct so the steps below can be shared.
+template <int DH_MAX, int G_MAX>
+struct ChunkShared {
+  __align__(16) float q[DH_MAX * G_MAX];     // [d][head], rotated
+  __align__(16) float scores[kScoreCapacity];  // [position][head]; later the reduction buffer
+  __align__(16) float new_k[DH_MAX];
+  __align__(16) float new_v[DH_MAX];
+  float cos_table[kMaxRotaryPairs], sin_table[kMaxRotaryPairs];
+  float warp_stats[kWarps][G_MAX];
+  float head_max[G_MAX], head_sum[G_MAX], head_slope[G_MAX];
+  static_assert(kWarps * DH_MAX <= kScoreCapacity, "reduction buffer must fit in the score buffer");
+  static_assert(G_MAX <= kWarps, "one warp scores the new token per head");
+};
+
+// Where a chunk CTA works: its heads, its positions and its KV head's caches.
+template <typename T>
+struct ChunkInfo {
+  int chunk, head_group, kv_head, b;
+  int first_head;  // absolute index of local head 0
+  int heads_here;  // query heads of this CTA (<= G_MAX)
+  int t;           // position of the new token
+  int chunk_begin, chunk_end;  // absolute positions [chunk_begin, chunk_end)
+  bool has_new;    // the chunk holds position t
+  int num_cached;  // positions read from the cache: [chunk_begin, chunk_begin + num_cached)
+  int first_slot;  // slot of chunk_begin
+  T* k_cache;      // this (b, KV head)'s [Dh/x, L, x]
+  T* v_cache;      // this (b, KV head)'s [L, Dh]
+
+  __device__ int slot_of(int local, int cache_len) const {  // slot of position chunk_begin + local (local < L)
+    const int s = first_slot + local;
+    return s >= cache_len ? s - cache_len : s;
+  }
+};
+
+// Fills `c` for this CTA. Returns false when the CTA has nothing to do (the whole CTA returns): a
+// sequence with a negative position (NaN output, written here in direct mode and by the combine
+// kernel in split mode) or a chunk past its sequence's window.
+template <typename T, int G_MAX>
+__device__ bool chunk_info(const Params& p, ChunkInfo<T>& c) {
+  c.chunk = blockIdx.x / p.head_groups;
+  c.head_group = blockIdx.x % p.head_groups;
+  c.kv_head = blockIdx.y;
+  c.b = blockIdx.z;
+  const int group_size = p.num_heads / p.num_kv_heads;
+  c.first_head = c.kv_head * group_size + c.head_group * G_MAX;
+  c.heads_here = min(G_MAX, group_size - c.head_group * G_MAX);
+  const int Dh = p.head_dim;
+  c.t = new_token_position(p, c.b);
+  if (c.t < 0) {
+    if (p.num_chunks == 1 && threadIdx.x < kThreads) {
+      T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(c.b) * p.num_heads + c.first_head) * Dh;
+      for (int i = threadIdx.x; i < c.heads_here * Dh; i += kThreads) out[i] = from_float<T>(NAN);
+    }
+    return false;
+  }
+  const int64_t begin64 = window_start(c.t, p.cache_len) + static_cast<int64_t>(c.chunk) * p.chunk_size;
+  if (begin64 > c.t) return false;  // past this sequence's window (length_per_sample below the maximum)
+  c.chunk_begin = static_cast<int>(begin64);
+  c.chunk_end = min(c.t + 1, c.chunk_begin + p.chunk_size);
+  c.has_new = c.chunk_end == c.t + 1;
+  c.num_cached = c.chunk_end - c.chunk_begin - (c.has_new ? 1 : 0);
+  c.first_slot = c.chunk_begin % p.cache_len;
+  const int64_t kv_offset = (static_cast<int64_t>(c.b) * p.num_kv_heads + c.kv_head) * p.cache_len * Dh;
+  c.k_cache = static_cast<T*>(p.k_cache) + kv_offset;
+  c.v_cache = static_cast<T*>(p.v_cache) + kv_offset;
+  return true;
+}
+
+// Step 1 (threads 0..kThreads-1; `sync` is a barrier over exactly them): q, the new key and value,
+// rotated, into shared memory; ALiBi slopes; the chunk holding t of head group 0 writes the new K
+// and V into slot t % L. Ends with a barrier: everything written here is visible.
+template <typename T, int DH_MAX, int G_MAX, typename Sync>
+__device__ void load_query_and_new_token(const Params& p, const ChunkInfo<T>& c, ChunkShared<DH_MAX, G_MAX>& sh,
+                                         Sync sync) {
+  constexpr int X = 16 / sizeof(T);
+  const int tid = threadIdx.x;
+  const int Dh = p.head_dim;
+  const T* q = static_cast<const T*>(p.q) + c.b * p.q_batch_stride + static_cast<int64_t>(c.first_head) * Dh;
+  for (int i = tid; i < G_MAX * Dh; i += kThreads) {
+    const int h = i / Dh, d = i % Dh;
+    sh.q[d * G_MAX + h] = h < c.heads_here ? to_float(q[i]) : 0.f;
+  }
+  if (tid < G_MAX) {
+    sh.head_slope[tid] = p.alibi_slopes != nullptr && tid < c.heads_here ? p.alibi_slopes[c.first_head + tid] : 0.f;
+  }
+  if (c.has_new) {
+    const T* k = static_cast<const T*>(p.k) + c.b * p.k_batch_stride + static_cast<int64_t>(c.kv_head) * Dh;
+    const T* v = static_cast<const T*>(p.v) + c.b * p.v_batch_stride + static_cast<int64_t>(c.kv_head) * Dh;
+    for (int d = tid; d < Dh; d += kThreads) {
+      sh.new_k[d] = to_float(k[d]);
+      sh.new_v[d] = to_float(v[d]);
+    }
+  }
+  if (p.rotary_dim > 0) {
+    for (int i = tid; i < p.rotary_dim / 2; i += kThreads) {
+      // Accurate angle: the position times base^(-2i/rot), in double, then reduced by sincos.
+      const double inv_freq = pow(p.rotary_base, -2.0 * i / p.rotary_dim);
+      double s, co;
+      sincos(static_cast<double>(c.t) * p.rotary_scale * inv_freq, &s, &co);
+      sh.cos_table[i] = static_cast<float>(co);
+      sh.sin_table[i] = static_cast<float>(s);
+    }
+    sync();
+    rotate_in_place<T>(sh.q, G_MAX, G_MAX, p, sh.cos_table, sh.sin_table);
+    if (c.has_new) rotate_in_place<T>(sh.new_k, 1, 1, p, sh.cos_table, sh.sin_table);
+  }
+  sync();
+  if (c.has_new && c.head_group == 0) {
+    const int slot = c.t % p.cache_len;
+    const int64_t slab_stride = static_cast<int64_t>(p.cache_len) * X;
+    for (int d = tid; d < Dh; d += kThreads) {
+      c.k_cache[(d / X) * slab_stride + static_cast<int64_t>(slot) * X + d % X] = from_float<T>(sh.new_k[d]);
+      c.v_cache[static_cast<int64_t>(slot) * Dh + d] = from_float<T>(sh.new_v[d]);
+    }
+  }
+}
+
+// The new token's score per head (warps 0..G_MAX-1, one head each, from shared memory), stored after
+// the cached positions' scores; returns it (meaningful in lane 0.. of warp h < G_MAX).
+template <int DH_MAX, int G_MAX>
+__device__ float score_new_token(const Params& p, int num_cached, ChunkShared<DH_MAX, G_MAX>& sh) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float dot = 0.f;
+  for (int d = lane; d < p.head_dim; d += 32) dot += sh.q[d * G_MAX + warp] * sh.new_k[d];
+  dot = warp_sum(dot) * p.inv_sqrt_dh;  // ALiBi adds slope * (t - t) = 0
+  if (lane == 0) sh.scores[num_cached * G_MAX + warp] = dot;
+  return dot;
+}
+
+// Step 3: chunk maximum per head (from each thread's per-head maxima), then exp(s - max) in place
+// and its sum: head_max and head_sum (visible after the next `sync`).
+template <int DH_MAX, int G_MAX, typename Sync>
+__device__ void chunk_softmax(int num_scores, const float (&thread_max)[G_MAX], ChunkShared<DH_MAX, G_MAX>& sh,
+                              Sync sync) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h) {
+    const float m = warp_max(thread_max[h]);
+    if (lane == 0) sh.warp_stats[warp][h] = m;
+  }
+  sync();
+  if (tid < G_MAX) {
+    float m = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, sh.warp_stats[w][tid]);
+    sh.head_max[tid] = m;
+  }
+  sync();
+  float thread_sum = 0.f;  // for head tid % G_MAX (kThreads is a multiple of G_MAX)
+  for (int i = tid; i < num_scores; i += kThreads) {
+    const float e = expf(sh.scores[i] - sh.head_max[i % G_MAX]);
+    sh.scores[i] = e;
+    thread_sum += e;
+  }
+#pragma unroll
+  for (int offset = 16; offset >= G_MAX; offset >>= 1) thread_sum += __shfl_xor_sync(0xffffffffu, thread_sum, offset);
+  if (lane < G_MAX) sh.warp_stats[warp][lane] = thread_sum;
+  sync();
+  if (tid < G_MAX) {
+    float l = 0.f;
+    for (int w = 0; w < kWarps; ++w) l += sh.warp_stats[w][tid];
+    sh.head_sum[tid] = l;
+  }
+}
+
+// The P·V thread layout (both kernels): kRowThreads threads per V row, each owning kSlabsPerThread
+// 16-byte pieces of it (piece row_lane + c * kRowThreads), fp32 accumulators acc[head][c][element].
+template <typename T, int DH_MAX>
+struct RowLayout {
+  static constexpr int X = 16 / sizeof(T);
+  static constexpr int kMaxSlabs = DH_MAX / X;
+  static constexpr int kRowThreads = kMaxSlabs < 32 ? kMaxSlabs : 32;
+  static constexpr int kSlabsPerThread = kMaxSlabs / kRowThreads;
+  static constexpr int kRowsPerPass = kThreads / kRowThreads;
+};
+
+// The new token's value row, weighted by its probabilities, into the accumulators of row group 0.
+template <typename T, int DH_MAX, int G_MAX>
+__device__ void add_new_value(const Params& p, const ChunkInfo<T>& c, const ChunkShared<DH_MAX, G_MAX>& sh,
+                              float (&acc)[G_MAX][RowLayout<T, DH_MAX>::kSlabsPerThread][16 / sizeof(T)]) {
+  using RL = RowLayout<T, DH_MAX>;
+  if (!c.has_new || threadIdx.x / RL::kRowThreads != 0) return;
+  const int row_lane = threadIdx.x % RL::kRowThreads;
+#pragma unroll
+  for (int s = 0; s < RL::kSlabsPerThread; ++s) {
+    const int slab = row_lane + s * RL::kRowThreads;
+    if (slab < p.head_dim / RL::X) {
+#pragma unroll
+      for (int e = 0; e < RL::X; ++e) {
+#pragma unroll
+        for (int h = 0; h < G_MAX; ++h) acc[h][s][e] += sh.scores[c.num_cached * G_MAX + h] * sh.new_v[slab * RL::X + e];
+      }
+    }
+  }
+}
+
+// Step 5: sums the row groups' accumulators (within a warp by shuffles, across warps through shared
+// memory, reusing the score buffer, one head at a time) and writes the output (one chunk) or the
+// chunk's partial and (max, sum) for the combine kernel.
+template <typename T, int DH_MAX, int G_MAX, typename Sync>
+__device__ void write_chunk_result(const Params& p, const ChunkInfo<T>& c, ChunkShared<DH_MAX, G_MAX>& sh,
+                                   float (&acc)[G_MAX][RowLayout<T, DH_MAX>::kSlabsPerThread][16 / sizeof(T)],
+                                   Sync sync) {
+  using RL = RowLayout<T, DH_MAX>;
+  constexpr int X = RL::X;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int Dh = p.head_dim;
+  const int num_slabs = Dh / X;
+#pragma unroll
+  for (int offset = RL::kRowThreads; offset < 32; offset <<= 1)
+#pragma unroll
+    for (int h = 0; h < G_MAX; ++h)
+#pragma unroll
+      for (int s = 0; s < RL::kSlabsPerThread; ++s)
+#pragma unroll
+        for (int e = 0; e < X; ++e) acc[h][s][e] += __shfl_xor_sync(0xffffffffu, acc[h][s][e], offset);
+  float* reduce = sh.scores;  // [warp][DH_MAX]
+  const bool direct = p.num_chunks == 1;
+  const int64_t head_row0 = static_cast<int64_t>(c.b) * p.num_heads + c.first_head;  // row of [B*H]
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h) {
+    sync();  // the scores (h == 0) or the previous head's sums have been read
+    if (lane < RL::kRowThreads) {
+#pragma unroll
+      for (int s = 0; s < RL::kSlabsPerThread; ++s) {
+        const int slab = lane + s * RL::kRowThreads;
+        if (slab < num_slabs) {
+#pragma unroll
+          for (int e = 0; e < X; ++e) reduce[warp * DH_MAX + slab * X + e] = acc[h][s][e];
+        }
+      }
+    }
+    sync();
+    if (h < c.heads_here) {
+      for (int d = tid; d < Dh; d += kThreads) {
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) sum += reduce[w * DH_MAX + d];
+        if (direct) {
+          static_cast<T*>(p.out)[(head_row0 + h) * Dh + d] = from_float<T>(sum / (sh.head_sum[h] + 1e-6f));
+        } else {
+          p.partial_out[((head_row0 + h) * p.num_chunks + c.chunk) * Dh + d] = sum;
+        }
+      }
+      if (!direct && tid == 0) {
+        p.partial_stats[(head_row0 + h) * p.num_chunks + c.chunk] = make_float2(sh.head_max[h], sh.head_sum[h]);
+      }
+    }
+  }
+}
+
+struct BlockSync {
+  __device__ void operator()() const { __syncthreads(); }
+};
+
+// The kernel for every architecture: loads from global memory into registers, in batches.
 template <typename T, int DH_MAX, int G_MAX>
 __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -108,111 +363,41 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   // grid to finish before reading anything (griddepcontrol.wait), so it only skips the launch gap.
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
-  constexpr int X = 16 / sizeof(T);          // elements per 16-byte slab
-  constexpr int kMaxSlabs = DH_MAX / X;      // 16-byte pieces of a head
-  constexpr int kSlabBatch = 8;              // K loads in flight per thread before use
-  constexpr int kRowThreads = kMaxSlabs < 32 ? kMaxSlabs : 32;  // threads reading one V row
-  constexpr int kSlabsPerThread = kMaxSlabs / kRowThreads;      // V pieces per thread (1 or 2)
-  constexpr int kRowsPerPass = kThreads / kRowThreads;
+  using RL = RowLayout<T, DH_MAX>;
+  constexpr int X = RL::X;                    // elements per 16-byte slab
+  constexpr int kMaxSlabs = RL::kMaxSlabs;    // 16-byte pieces of a head
+  constexpr int kSlabBatch = 8;               // K loads in flight per thread before use
+  constexpr int kRowThreads = RL::kRowThreads;
+  constexpr int kSlabsPerThread = RL::kSlabsPerThread;
+  constexpr int kRowsPerPass = RL::kRowsPerPass;
   // V rows in flight per thread (fewer with 8 heads, whose 64 accumulators would otherwise spill).
   constexpr int kRowBatch = (G_MAX >= 8 ? 4 : 8) / kSlabsPerThread;
   using Slab = Vec<T, X>;
 
-  __shared__ __align__(16) float q_smem[DH_MAX * G_MAX];     // [d][head], rotated
-  __shared__ __align__(16) float scores[kScoreCapacity];     // [position][head]; later the reduction buffer
-  __shared__ __align__(16) float new_k[DH_MAX], new_v[DH_MAX];
-  __shared__ float cos_table[kMaxRotaryPairs], sin_table[kMaxRotaryPairs];
-  __shared__ float warp_stats[kWarps][G_MAX];
-  __shared__ float head_max[G_MAX], head_sum[G_MAX];
-  static_assert(kWarps * DH_MAX <= kScoreCapacity, "reduction buffer must fit in the score buffer");
-  static_assert(G_MAX <= kWarps, "one warp scores the new token per head");
-
-  const int chunk = blockIdx.x / p.head_groups;
-  const int head_group = blockIdx.x % p.head_groups;
-  const int kv_head = blockIdx.y;
-  const int b = blockIdx.z;
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int group_size = p.num_heads / p.num_kv_heads;
-  const int first_head = kv_head * group_size + head_group * G_MAX;  // absolute index of local head 0
-  const int heads_here = min(G_MAX, group_size - head_group * G_MAX);
+  __shared__ ChunkShared<DH_MAX, G_MAX> sh;
+  ChunkInfo<T> c;
+  if (!chunk_info<T, G_MAX>(p, c)) return;
+  const int tid = threadIdx.x, warp = tid / 32;
   const int Dh = p.head_dim;
   const int L = p.cache_len;
-
-  const int t = new_token_position(p, b);
-  if (t < 0) {
-    if (p.num_chunks == 1) {
-      T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(b) * p.num_heads + first_head) * Dh;
-      for (int i = tid; i < heads_here * Dh; i += kThreads) out[i] = from_float<T>(NAN);
-    }
-    return;  // the combine kernel writes NaN in split mode
-  }
-  // This chunk holds absolute positions [chunk_begin, chunk_end).
-  const int64_t begin64 = window_start(t, L) + static_cast<int64_t>(chunk) * p.chunk_size;
-  if (begin64 > t) return;  // past this sequence's window (length_per_sample below the maximum)
-  const int chunk_begin = static_cast<int>(begin64);
-  const int chunk_end = min(t + 1, chunk_begin + p.chunk_size);
-  const bool has_new = chunk_end == t + 1;
-  const int num_cached = chunk_end - chunk_begin - (has_new ? 1 : 0);  // positions read from the cache
-
-  const int64_t kv_offset = (static_cast<int64_t>(b) * p.num_kv_heads + kv_head) * L * Dh;
-  T* k_cache = static_cast<T*>(p.k_cache) + kv_offset;
-  T* v_cache = static_cast<T*>(p.v_cache) + kv_offset;
+  const int num_cached = c.num_cached;
   const int64_t slab_stride = static_cast<int64_t>(L) * X;
   const int num_slabs = Dh / X;
-  const int first_slot = chunk_begin % L;
-  auto slot_of = [&](int local) {  // slot of position chunk_begin + local (local < L)
-    const int s = first_slot + local;
-    return s >= L ? s - L : s;
-  };
 
-  // 1. q, the new key and value, rotated.
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + static_cast<int64_t>(first_head) * Dh;
-  for (int i = tid; i < G_MAX * Dh; i += kThreads) {
-    const int h = i / Dh, d = i % Dh;
-    q_smem[d * G_MAX + h] = h < heads_here ? to_float(q[i]) : 0.f;
-  }
-  if (has_new) {
-    const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + static_cast<int64_t>(kv_head) * Dh;
-    const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + static_cast<int64_t>(kv_head) * Dh;
-    for (int d = tid; d < Dh; d += kThreads) {
-      new_k[d] = to_float(k[d]);
-      new_v[d] = to_float(v[d]);
-    }
-  }
-  if (p.rotary_dim > 0) {
-    for (int i = tid; i < p.rotary_dim / 2; i += kThreads) {
-      // Accurate angle: the position times base^(-2i/rot), in double, then reduced by sincos.
-      const double inv_freq = pow(p.rotary_base, -2.0 * i / p.rotary_dim);
-      double s, c;
-      sincos(static_cast<double>(t) * p.rotary_scale * inv_freq, &s, &c);
-      cos_table[i] = static_cast<float>(c);
-      sin_table[i] = static_cast<float>(s);
-    }
-    __syncthreads();
-    rotate_in_place<T>(q_smem, G_MAX, G_MAX, p, cos_table, sin_table);
-    if (has_new) rotate_in_place<T>(new_k, 1, 1, p, cos_table, sin_table);
-  }
-  __syncthreads();
-
-  if (has_new && head_group == 0) {
-    const int slot = t % L;
-    for (int d = tid; d < Dh; d += kThreads) {
-      k_cache[(d / X) * slab_stride + static_cast<int64_t>(slot) * X + d % X] = from_float<T>(new_k[d]);
-      v_cache[static_cast<int64_t>(slot) * Dh + d] = from_float<T>(new_v[d]);
-    }
-  }
+  // 1. q, the new key and value, rotated; the new K/V stored.
+  load_query_and_new_token<T>(p, c, sh, BlockSync{});
 
   // 2. Scores of the cached positions: one position per thread, its slabs loaded in batches.
   float thread_max[G_MAX], slope[G_MAX];
 #pragma unroll
   for (int h = 0; h < G_MAX; ++h) {
     thread_max[h] = -INFINITY;
-    slope[h] = p.alibi_slopes != nullptr && h < heads_here ? p.alibi_slopes[first_head + h] : 0.f;
+    slope[h] = sh.head_slope[h];
   }
   for (int base = 0; base < num_cached; base += kThreads) {
     const int local = base + tid;
     if (local >= num_cached) break;
-    const T* key = k_cache + static_cast<int64_t>(slot_of(local)) * X;
+    const T* key = c.k_cache + static_cast<int64_t>(c.slot_of(local, L)) * X;
     float dot[G_MAX];
 #pragma unroll
     for (int h = 0; h < G_MAX; ++h) dot[h] = 0.f;
@@ -231,25 +416,22 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
             for (int e = 0; e < X; ++e) {
               const float kf = to_float(slabs[i].v[e]);
 #pragma unroll
-              for (int h = 0; h < G_MAX; ++h) dot[h] += q_smem[((s0 + i) * X + e) * G_MAX + h] * kf;
+              for (int h = 0; h < G_MAX; ++h) dot[h] += sh.q[((s0 + i) * X + e) * G_MAX + h] * kf;
             }
           }
         }
       }
     }
-    const int position = chunk_begin + local;
+    const int position = c.chunk_begin + local;
 #pragma unroll
     for (int h = 0; h < G_MAX; ++h) {
-      const float s = dot[h] * p.inv_sqrt_dh + slope[h] * static_cast<float>(position - t);
-      scores[local * G_MAX + h] = s;
+      const float s = dot[h] * p.inv_sqrt_dh + slope[h] * static_cast<float>(position - c.t);
+      sh.scores[local * G_MAX + h] = s;
       thread_max[h] = fmaxf(thread_max[h], s);
     }
   }
-  if (has_new && warp < G_MAX) {  // the new token: one warp per head, from shared memory
-    float dot = 0.f;
-    for (int d = lane; d < Dh; d += 32) dot += q_smem[d * G_MAX + warp] * new_k[d];
-    dot = warp_sum(dot) * p.inv_sqrt_dh;  // ALiBi adds slope * (t - t) = 0
-    if (lane == 0) scores[num_cached * G_MAX + warp] = dot;
+  if (c.has_new && warp < G_MAX) {
+    const float dot = score_new_token(p, num_cached, sh);
 #pragma unroll
     for (int h = 0; h < G_MAX; ++h) {  // compile-time indices keep thread_max in registers
       if (h == warp) thread_max[h] = fmaxf(thread_max[h], dot);
@@ -257,7 +439,7 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   }
 
   // The first V rows are requested before the softmax step: they need no probabilities, so they
-  // are in flight during it instead of after it (kRowThreads threads per row, see step 4).
+  // are in flight during it instead of after it.
   const int row_lane = tid % kRowThreads;
   const int row_group = tid / kRowThreads;
   Slab rows[kRowBatch][kSlabsPerThread];
@@ -266,55 +448,28 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
     for (int r = 0; r < kRowBatch; ++r) {
       const int local = base + row_group + r * kRowsPerPass;
       if (local < num_cached) {
-        const T* row = v_cache + static_cast<int64_t>(slot_of(local)) * Dh;
+        const T* row = c.v_cache + static_cast<int64_t>(c.slot_of(local, L)) * Dh;
 #pragma unroll
-        for (int c = 0; c < kSlabsPerThread; ++c) {
-          const int slab = row_lane + c * kRowThreads;
-          if (slab < num_slabs) rows[r][c] = *reinterpret_cast<const Slab*>(row + slab * X);
+        for (int s = 0; s < kSlabsPerThread; ++s) {
+          const int slab = row_lane + s * kRowThreads;
+          if (slab < num_slabs) rows[r][s] = *reinterpret_cast<const Slab*>(row + slab * X);
         }
       }
     }
   };
   load_rows(0);
 
-  // 3. Chunk maximum per head, then exp(s - max) in place and its sum.
-#pragma unroll
-  for (int h = 0; h < G_MAX; ++h) {
-    const float m = warp_max(thread_max[h]);
-    if (lane == 0) warp_stats[warp][h] = m;
-  }
-  __syncthreads();
-  if (tid < G_MAX) {
-    float m = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, warp_stats[w][tid]);
-    head_max[tid] = m;
-  }
-  __syncthreads();
-  const int num_scores = (chunk_end - chunk_begin) * G_MAX;
-  float thread_sum = 0.f;  // for head tid % G_MAX (kThreads is a multiple of G_MAX)
-  for (int i = tid; i < num_scores; i += kThreads) {
-    const float e = expf(scores[i] - head_max[i % G_MAX]);
-    scores[i] = e;
-    thread_sum += e;
-  }
-#pragma unroll
-  for (int offset = 16; offset >= G_MAX; offset >>= 1) thread_sum += __shfl_xor_sync(0xffffffffu, thread_sum, offset);
-  if (lane < G_MAX) warp_stats[warp][lane] = thread_sum;
-  __syncthreads();
-  if (tid < G_MAX) {
-    float l = 0.f;
-    for (int w = 0; w < kWarps; ++w) l += warp_stats[w][tid];
-    head_sum[tid] = l;
-  }
+  // 3. Softmax over the chunk.
+  chunk_softmax((c.chunk_end - c.chunk_begin) * G_MAX, thread_max, sh, BlockSync{});
 
-  // 4. P·V: kRowThreads threads per V row, each owning kSlabsPerThread 16-byte pieces of it.
+  // 4. P·V.
   float acc[G_MAX][kSlabsPerThread][X];
 #pragma unroll
   for (int h = 0; h < G_MAX; ++h)
 #pragma unroll
-    for (int c = 0; c < kSlabsPerThread; ++c)
+    for (int s = 0; s < kSlabsPerThread; ++s)
 #pragma unroll
-      for (int e = 0; e < X; ++e) acc[h][c][e] = 0.f;
+      for (int e = 0; e < X; ++e) acc[h][s][e] = 0.f;
   constexpr int kRowsPerIteration = kRowsPerPass * kRowBatch;
   for (int base = 0; base < num_cached; base += kRowsPerIteration) {
     if (base > 0) load_rows(base);
@@ -325,78 +480,25 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
       if (local < num_cached) {
         float prob[G_MAX];
 #pragma unroll
-        for (int h = 0; h < G_MAX; ++h) prob[h] = scores[local * G_MAX + h];
+        for (int h = 0; h < G_MAX; ++h) prob[h] = sh.scores[local * G_MAX + h];
 #pragma unroll
-        for (int c = 0; c < kSlabsPerThread; ++c) {
-          if (row_lane + c * kRowThreads < num_slabs) {
+        for (int s = 0; s < kSlabsPerThread; ++s) {
+          if (row_lane + s * kRowThreads < num_slabs) {
 #pragma unroll
             for (int e = 0; e < X; ++e) {
-              const float vf = to_float(rows[r][c].v[e]);
+              const float vf = to_float(rows[r][s].v[e]);
 #pragma unroll
-              for (int h = 0; h < G_MAX; ++h) acc[h][c][e] += prob[h] * vf;
+              for (int h = 0; h < G_MAX; ++h) acc[h][s][e] += prob[h] * vf;
             }
           }
         }
       }
     }
   }
-  if (has_new && row_group == 0) {
-#pragma unroll
-    for (int c = 0; c < kSlabsPerThread; ++c) {
-      const int slab = row_lane + c * kRowThreads;
-      if (slab < num_slabs) {
-#pragma unroll
-        for (int e = 0; e < X; ++e) {
-#pragma unroll
-          for (int h = 0; h < G_MAX; ++h) acc[h][c][e] += scores[num_cached * G_MAX + h] * new_v[slab * X + e];
-        }
-      }
-    }
-  }
+  add_new_value(p, c, sh, acc);
 
-  // 5. Sum the row groups: within a warp by shuffles, across warps through shared memory
-  // (reusing the score buffer), one head at a time.
-#pragma unroll
-  for (int offset = kRowThreads; offset < 32; offset <<= 1)
-#pragma unroll
-    for (int h = 0; h < G_MAX; ++h)
-#pragma unroll
-      for (int c = 0; c < kSlabsPerThread; ++c)
-#pragma unroll
-        for (int e = 0; e < X; ++e) acc[h][c][e] += __shfl_xor_sync(0xffffffffu, acc[h][c][e], offset);
-  float* reduce = scores;  // [warp][DH_MAX]
-  const bool direct = p.num_chunks == 1;
-  const int64_t head_row0 = static_cast<int64_t>(b) * p.num_heads + first_head;  // row of [B*H]
-#pragma unroll
-  for (int h = 0; h < G_MAX; ++h) {
-    __syncthreads();  // the scores (h == 0) or the previous head's sums have been read
-    if (lane < kRowThreads) {
-#pragma unroll
-      for (int c = 0; c < kSlabsPerThread; ++c) {
-        const int slab = lane + c * kRowThreads;
-        if (slab < num_slabs) {
-#pragma unroll
-          for (int e = 0; e < X; ++e) reduce[warp * DH_MAX + slab * X + e] = acc[h][c][e];
-        }
-      }
-    }
-    __syncthreads();
-    if (h < heads_here) {
-      for (int d = tid; d < Dh; d += kThreads) {
-        float sum = 0.f;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) sum += reduce[w * DH_MAX + d];
-        if (direct) {
-          static_cast<T*>(p.out)[(head_row0 + h) * Dh + d] = from_float<T>(sum / (head_sum[h] + 1e-6f));
-        } else {
-          p.partial_out[((head_row0 + h) * p.num_chunks + chunk) * Dh + d] = sum;
-        }
-      }
-      if (!direct && tid == 0) {
-        p.partial_stats[(head_row0 + h) * p.num_chunks + chunk] = make_float2(head_max[h], head_sum[h]);
-      }
-    }
-  }
+  // 5. Output or partial.
+  write_chunk_result(p, c, sh, acc, BlockSync{});
 }
 
 // Merges the chunks of one (head, batch) entry: grid (H, B). Warps take chunks, lanes take four

@@ -7,7 +7,9 @@
 Covers each dtype x head-size bucket (64/128/256) x query heads per KV head (1, 4, 8, 32: the
 three kernel groupings, the last with several head groups), in the one-chunk (direct) and the
 split (combine kernel) paths, with rotary, ALiBi, a wrapped circular cache and length_per_sample
-(including sequences whose window leaves chunks empty, and a negative length).
+(including sequences whose window leaves chunks empty, and a negative length). On compute capability
+9.0 (sm_90a builds) the groups of 1 and 4 run the bulk-copy ring kernel, the others the register kernel;
+the ring's tiles wrap around the circular cache, and one chunk holds only the new token.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> int:
                 run(dtype, dh, group, 100, 40, None)                # one chunk: direct output
                 run(dtype, dh, group, 600, 1000, None)              # split, wrapped circular buffer
     run(torch.float16, 128, 4, 900, 0, [2000, 3])                   # split with empty chunks
+    run(torch.float16, 128, 4, 1024, 0, [256, 1100])                # chunk of only the new token; wrap in a tile
     run(torch.float16, 64, 8, 50, 0, [-1, 70])                      # negative length: NaN, cache untouched
     run(torch.float16, 64, 4, 1, 7, None)                           # L = 1
     q = torch.randn(1, 8, 64, dtype=torch.float16, device="cuda")

@@ -123,6 +123,23 @@ def test_whole_window_per_cta(dtype: torch.dtype, group: int) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dh", [48, 64, 128, 256])
+@pytest.mark.parametrize("group", [1, 3, 4])
+def test_ring_tiles_wrap_and_short_chunks(dtype: torch.dtype, dh: int, group: int) -> None:
+    """The bulk-copy ring kernel (compute capability 9.0, up to 4 query heads per KV head; the register
+    kernel elsewhere): 16 KB tiles of 16-256 positions by dtype and head size (Dh 48 leaves part of each
+    tile's slab runs unused), one sequence per window length. With L = 1024 and 30 one-head rows, the
+    host picks 256-position chunks (4 per window), so the lengths cover every tile remainder in steps of
+    32, chunks that hold only the new token (t a multiple of 256), and circular windows whose wrap falls
+    inside a tile (t >= L)."""
+    lengths = list(range(256, 1024, 32)) + [257, 1023, 1024, 1100, 2048 + 37, 5 * 1024 + 255]
+    q, k, v, kc, vc = make_inputs(len(lengths), group, 1, dh, 1024, dtype)
+    slopes = torch.rand(group, device="cuda") * 0.01
+    check(q, k, v, kc, vc, torch.tensor(lengths, dtype=torch.int32, device="cuda"), slopes, 0, dh, 10000.0, 1.0,
+          True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("length", [64, 3000])
 def test_length_per_sample(dtype: torch.dtype, length: int) -> None:
     """Lengths beyond `timestep` (ignored when lengths are given), up to and past L (circular)."""

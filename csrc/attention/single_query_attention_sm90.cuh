@@ -1,0 +1,285 @@
+// Hopper chunk kernel of single_query_attention: the same work split, steps and results as
+// single_query_attention_chunk_kernel (single_query_attention.cuh, which documents the cache layouts
+// and the algorithm), with the K and V bytes brought into a shared-memory ring by the bulk copy
+// engine instead of register loads.
+//
+// Roles: warps 0..7 (kThreads threads) compute; warp 8 (one thread of it) is the producer. The
+// producer streams the chunk's cached positions in tiles of kTile positions, first every K tile,
+// then every V tile, through kStages ring buffers, each guarded by a "full" mbarrier (the copy
+// engine's bytes) and an "empty" mbarrier (one arrival per compute warp once it has read the
+// buffer). It starts at the CTA's entry and runs ahead of the math by up to kStages tiles, so a CTA
+// has up to kStages x 16 KB of requests in flight at every phase: during its setup, its K -> V change
+// and its softmax (whose V tiles are already arriving), which the register-load kernel could not.
+//
+// Ring buffer layouts (16-byte units):
+//   K tile: slab run s (the tile's positions of 16-byte slab s, copied from the contiguous run
+//     [b, hk, s, slot.., :] of the K cache) at s * kRunStride; kRunStride = kTile + padding, so the
+//     slab pieces the lanes of a quarter warp read fall in distinct bank groups.
+//   V tile: the tile's V rows, Dh elements each, back to back (one contiguous run of the V cache).
+// A tile whose slots wrap around the circular cache is copied as two runs per slab (K) or two
+// row ranges (V). A tile shorter than kTile (the chunk's last) is copied and read only up to its
+// length.
+//
+// Scores: the Dh of a position is split over kTpp consecutive lanes (one or two slabs each, with
+// their q values in registers for the whole chunk), each lane takes kPpt positions of the tile; the
+// partial dot products (kPpt x G_MAX per lane) are summed over the kTpp lanes by a butterfly that
+// halves the values at each step (reduce-scatter: kPpt * G_MAX - 1 shuffles for up to 16 values),
+// leaving each total in one lane, which stores it. P·V reads V from the ring with the register
+// kernel's row layout (RowLayout).
+#pragma once
+
+#include "attention/single_query_attention.cuh"
+#include "common/sm90.cuh"
+
+namespace awq {
+namespace attention {
+
+constexpr int kRingThreads = kThreads + 32;  // the compute warps and the producer warp
+constexpr int kStages = 4;
+constexpr int kTileBytes = 16384;            // K or V bytes of one tile at the template's largest Dh
+
+template <typename T, int DH_MAX>
+struct RingLayout {
+  static constexpr int X = 16 / sizeof(T);
+  static constexpr int kMaxSlabs = DH_MAX / X;
+  static constexpr int kTile = kTileBytes / (DH_MAX * static_cast<int>(sizeof(T)));  // positions per tile
+  static constexpr int kSlabsPerLane = kMaxSlabs > 32 ? kMaxSlabs / 32 : 1;             // K slabs per lane
+  static constexpr int kTpp = kMaxSlabs / kSlabsPerLane;  // lanes per position (<= 32, a power of two)
+  static constexpr int kPositionGroups = kThreads / kTpp;
+  static constexpr int kPpt = kTile / kPositionGroups;     // positions per lane per tile
+  // A quarter warp (8 lanes) reads 8 / kTpp positions of kTpp consecutive runs (or 8 runs of one
+  // position): the run stride must spread them over the 8 16-byte bank groups.
+  static constexpr int kRunStride = kTile + (kTpp >= 8 ? 1 : 8 / kTpp);
+  static constexpr int kStageBytes = kMaxSlabs * kRunStride * 16;  // >= kTileBytes (V tile)
+  static constexpr int kRingBytes = kStages * kStageBytes;
+  static_assert(kTpp <= 32 && kPositionGroups * kPpt == kTile, "tile must split evenly over the lanes");
+  static_assert(kTile % RowLayout<T, DH_MAX>::kRowsPerPass == 0, "V tile must split evenly over the row groups");
+};
+
+// Named barrier 1 over the compute warps only (the producer warp never joins a barrier).
+struct ComputeSync {
+  __device__ void operator()() const { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
+};
+
+// Sums v over the groups of W consecutive lanes; on return lane l of a group holds, in
+// v[0..max(1, N/W)), the totals of the values [b * F, (b + 1) * F), F = max(1, N / W),
+// b = (l % W) / (W * F / N) (every lane of the warp must call it).
+template <int N, int W>
+__device__ __forceinline__ void reduce_scatter(float (&v)[N], int lane) {
+#pragma unroll
+  for (int offset = W / 2, n = N; offset >= 1; offset >>= 1, n = n > 1 ? n / 2 : 1) {
+    if (n > 1) {  // halve: the upper lane keeps the upper half, the lower lane the lower half
+      const bool upper = (lane & offset) != 0;
+#pragma unroll
+      for (int i = 0; i < N / 2; ++i) {
+        if (i < n / 2) {
+          const float send = upper ? v[i] : v[i + n / 2];
+          const float keep = upper ? v[i + n / 2] : v[i];
+          v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+        }
+      }
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], offset);
+    }
+  }
+}
+
+template <typename T, int DH_MAX, int G_MAX>
+__global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_kernel(const Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the host selects this kernel only on sm_90a builds on CC 9.0
+  asm volatile("griddepcontrol.launch_dependents;");  // see single_query_attention_chunk_kernel
+  using RG = RingLayout<T, DH_MAX>;
+  using RL = RowLayout<T, DH_MAX>;
+  constexpr int X = RG::X;
+  constexpr int kTile = RG::kTile;
+  using Slab = Vec<T, X>;
+
+  __shared__ ChunkShared<DH_MAX, G_MAX> sh;
+  __shared__ uint64_t full[kStages], empty[kStages];
+  extern __shared__ __align__(128) unsigned char ring[];
+
+  ChunkInfo<T> c;
+  if (!chunk_info<T, G_MAX>(p, c)) return;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int Dh = p.head_dim;
+  const int L = p.cache_len;
+  const int num_slabs = Dh / X;
+  const int num_cached = c.num_cached;
+  const int num_tiles = (num_cached + kTile - 1) / kTile;
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      sm90::mbarrier_init(&full[s], 1);
+      sm90::mbarrier_init(&empty[s], kWarps);
+    }
+    sm90::fence_barrier_init();
+  }
+  __syncthreads();  // the only barrier of all kRingThreads threads
+
+  if (warp == kWarps) {  // producer: tile i = K tile i, then V tile i - num_tiles
+    if (lane != 0) return;
+    for (int i = 0; i < 2 * num_tiles; ++i) {
+      const int stage = i % kStages;
+      if (i >= kStages) sm90::mbarrier_wait(&empty[stage], (i / kStages - 1) & 1);
+      const bool is_v = i >= num_tiles;
+      const int first = (is_v ? i - num_tiles : i) * kTile;  // first local position of the tile
+      const int n = min(kTile, num_cached - first);
+      const int slot = c.slot_of(first, L);
+      const int n1 = min(n, L - slot);  // positions before the cache's end; the rest from slot 0
+      unsigned char* dst = ring + stage * RG::kStageBytes;
+      if (is_v) {
+        const uint32_t row_bytes = Dh * sizeof(T);
+        sm90::mbarrier_arrive_expect_tx(&full[stage], n * row_bytes);
+        sm90::bulk_copy_g2s(dst, c.v_cache + static_cast<int64_t>(slot) * Dh, n1 * row_bytes, &full[stage]);
+        if (n1 < n) sm90::bulk_copy_g2s(dst + n1 * row_bytes, c.v_cache, (n - n1) * row_bytes, &full[stage]);
+      } else {
+        sm90::mbarrier_arrive_expect_tx(&full[stage], num_slabs * n * 16);
+        for (int s = 0; s < num_slabs; ++s) {
+          const T* run = c.k_cache + static_cast<int64_t>(s) * L * X;
+          unsigned char* run_dst = dst + s * RG::kRunStride * 16;
+          sm90::bulk_copy_g2s(run_dst, run + static_cast<int64_t>(slot) * X, n1 * 16, &full[stage]);
+          if (n1 < n) sm90::bulk_copy_g2s(run_dst + n1 * 16, run, (n - n1) * 16, &full[stage]);
+        }
+      }
+    }
+    return;
+  }
+
+  // 1. q, the new key and value, rotated; the new K/V stored (while the first tiles arrive).
+  load_query_and_new_token<T>(p, c, sh, ComputeSync{});
+
+  // 2. Scores. Lane `part` of each kTpp-lane group owns slabs part * kSlabsPerLane + j: their q values
+  // stay in registers; the group takes positions group + k * kPositionGroups of each tile.
+  const int part = tid % RG::kTpp;
+  const int group = tid / RG::kTpp;
+  float qr[RG::kSlabsPerLane][X][G_MAX];
+#pragma unroll
+  for (int j = 0; j < RG::kSlabsPerLane; ++j) {
+    const int slab = part * RG::kSlabsPerLane + j;
+#pragma unroll
+    for (int e = 0; e < X; ++e)
+#pragma unroll
+      for (int h = 0; h < G_MAX; ++h) qr[j][e][h] = slab < num_slabs ? sh.q[(slab * X + e) * G_MAX + h] : 0.f;
+  }
+  // After the reduce-scatter, the lane holds kOut totals: values [block * kOut, +kOut) of
+  // dot[k * G_MAX + h]; the lanes with (part % kRepeat) == 0 store them.
+  constexpr int kValues = RG::kPpt * G_MAX;
+  constexpr int kOut = kValues > RG::kTpp ? kValues / RG::kTpp : 1;
+  constexpr int kRepeat = RG::kTpp * kOut / kValues;  // lanes holding the same totals
+  const int block = part / kRepeat;
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int stage = tile % kStages;
+    const int first = tile * kTile;
+    const int n = min(kTile, num_cached - first);
+    const Slab* runs = reinterpret_cast<const Slab*>(ring + stage * RG::kStageBytes);
+    sm90::mbarrier_wait(&full[stage], (tile / kStages) & 1);
+    float dot[kValues];
+#pragma unroll
+    for (int i = 0; i < kValues; ++i) dot[i] = 0.f;
+    // Positions past the tile's end read the last one instead (no branch around the loads, so they
+    // are all in flight at once); their totals are not stored.
+#pragma unroll
+    for (int j = 0; j < RG::kSlabsPerLane; ++j) {
+      const int slab = part * RG::kSlabsPerLane + j;
+      if (slab < num_slabs) {
+        Slab keys[RG::kPpt];
+#pragma unroll
+        for (int k = 0; k < RG::kPpt; ++k) {
+          keys[k] = runs[slab * RG::kRunStride + min(group + k * RG::kPositionGroups, n - 1)];
+        }
+#pragma unroll
+        for (int k = 0; k < RG::kPpt; ++k) {
+#pragma unroll
+          for (int e = 0; e < X; ++e) {
+            const float kf = to_float(keys[k].v[e]);
+#pragma unroll
+            for (int h = 0; h < G_MAX; ++h) dot[k * G_MAX + h] += qr[j][e][h] * kf;
+          }
+        }
+      }
+    }
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(&empty[stage]);  // this warp is done with the buffer
+    reduce_scatter<kValues, RG::kTpp>(dot, lane);
+    if (part % kRepeat == 0) {
+#pragma unroll
+      for (int o = 0; o < kOut; ++o) {
+        const int value = block * kOut + o;
+        const int h = value % G_MAX;
+        const int pos = group + (value / G_MAX) * RG::kPositionGroups;
+        if (pos < n) {
+          const int local = first + pos;
+          sh.scores[local * G_MAX + h] =
+              dot[o] * p.inv_sqrt_dh + sh.head_slope[h] * static_cast<float>(c.chunk_begin + local - c.t);
+        }
+      }
+    }
+  }
+  if (c.has_new && warp < G_MAX) score_new_token(p, num_cached, sh);
+  ComputeSync{}();  // every score is stored
+
+  // 3. Softmax: per-thread maxima of the stored scores (head tid % G_MAX), then as the other kernel.
+  const int num_scores = (c.chunk_end - c.chunk_begin) * G_MAX;
+  float m = -INFINITY;
+  for (int i = tid; i < num_scores; i += kThreads) m = fmaxf(m, sh.scores[i]);
+  float thread_max[G_MAX];
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h) thread_max[h] = h == tid % G_MAX ? m : -INFINITY;
+  chunk_softmax(num_scores, thread_max, sh, ComputeSync{});  // ends after a barrier past the probabilities
+
+  // 4. P·V from the V tiles.
+  const int row_lane = tid % RL::kRowThreads;
+  const int row_group = tid / RL::kRowThreads;
+  float acc[G_MAX][RL::kSlabsPerThread][X];
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h)
+#pragma unroll
+    for (int s = 0; s < RL::kSlabsPerThread; ++s)
+#pragma unroll
+      for (int e = 0; e < X; ++e) acc[h][s][e] = 0.f;
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int i = num_tiles + tile;
+    const int stage = i % kStages;
+    const int first = tile * kTile;
+    const int n = min(kTile, num_cached - first);
+    const T* rows = reinterpret_cast<const T*>(ring + stage * RG::kStageBytes);
+    sm90::mbarrier_wait(&full[stage], (i / kStages) & 1);
+    // Rows past the tile's end read its last row with probability 0 (no branch around the loads).
+    constexpr int kRowsPerThread = kTile / RL::kRowsPerPass;
+#pragma unroll
+    for (int s = 0; s < RL::kSlabsPerThread; ++s) {
+      const int slab = row_lane + s * RL::kRowThreads;
+      if (slab < num_slabs) {
+        Slab values[kRowsPerThread];
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) {
+          const int row = min(row_group + r * RL::kRowsPerPass, n - 1);
+          values[r] = *reinterpret_cast<const Slab*>(rows + row * Dh + slab * X);
+        }
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) {
+          const int row = row_group + r * RL::kRowsPerPass;
+          float prob[G_MAX];
+#pragma unroll
+          for (int h = 0; h < G_MAX; ++h) prob[h] = row < n ? sh.scores[(first + row) * G_MAX + h] : 0.f;
+#pragma unroll
+          for (int e = 0; e < X; ++e) {
+            const float vf = to_float(values[r].v[e]);
+#pragma unroll
+            for (int h = 0; h < G_MAX; ++h) acc[h][s][e] += prob[h] * vf;
+          }
+        }
+      }
+    }
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(&empty[stage]);
+  }
+  add_new_value(p, c, sh, acc);
+
+  // 5. Output or partial.
+  write_chunk_result(p, c, sh, acc, ComputeSync{});
+#endif
+}
+
+}  // namespace attention
+}  // namespace awq
