@@ -6,7 +6,7 @@
 // Roles: warps 0..7 (kThreads threads) compute; warp 8 (one thread of it) is the producer. The
 // producer streams the chunk's cached positions in tiles of kTile positions, first every K tile,
 // then every V tile, through kStages ring buffers, each guarded by a "full" mbarrier (the copy
-// engine's bytes) and an "empty" mbarrier (one arrival per compute warp once it has read the
+// engine's bytes) and an "empty" mbarrier (one arrival per compute thread once it has read the
 // buffer). It starts at the CTA's entry and runs ahead of the math by up to kStages tiles, so a CTA
 // has up to kStages x 16 KB of requests in flight at every phase: during its setup, its K -> V change
 // and its softmax (whose V tiles are already arriving), which the register-load kernel could not.
@@ -110,7 +110,10 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       sm90::mbarrier_init(&full[s], 1);
-      sm90::mbarrier_init(&empty[s], kWarps);
+      // Every compute thread arrives after its own reads of the buffer: an arrive releases only the
+      // arriving thread's accesses, so one arrival per warp would leave the other lanes' reads
+      // unordered before the producer's next bulk copy into the buffer.
+      sm90::mbarrier_init(&empty[s], kThreads);
     }
     sm90::fence_barrier_init();
   }
@@ -198,8 +201,7 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
         }
       }
     }
-    __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(&empty[stage]);  // this warp is done with the buffer
+    sm90::mbarrier_arrive(&empty[stage]);  // this thread is done with the buffer (see the init)
     reduce_scatter<kValues, RG::kTpp>(dot, lane);
     if (part % kRepeat == 0) {
 #pragma unroll
@@ -271,8 +273,7 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
         }
       }
     }
-    __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(&empty[stage]);
+    sm90::mbarrier_arrive(&empty[stage]);
   }
   add_new_value(p, c, sh, acc);
 
