@@ -200,6 +200,9 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
   if (Ring::kSmemBytes > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Ring::kSmemBytes));
   }
+  // The rings are the bytes in flight: ask for the largest shared-memory carveout (L1 keeps the rest).
+  C10_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
   constexpr int64_t kMaxGridZ = 65535;
   for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kXRows) {
     const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kXRows);
