@@ -56,23 +56,23 @@ struct GemvRing {
 };
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-// cp.async of `bytes` source bytes (0 .. size) into a `size`-byte slot whose rest is zero-filled.
-// Both addresses aligned to `size`.
-__device__ __forceinline__ void cp_async16_zfill(uint32_t smem, const void* global, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(global), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async4_zfill(uint32_t smem, const void* global, int bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem), "l"(global), "r"(bytes));
+// A 4-byte cp.async of `bytes` (0, 2 or 4) source bytes, the rest of the 4 zero-filled; both
+// addresses 4-byte aligned. (16-byte copies: cp_async16 of mma_gemm.cuh.)
+__device__ __forceinline__ void cp_async4(void* smem, const void* global, int bytes) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(global), "r"(bytes));
 }
 // 16 bytes of shared memory. asm volatile: kept after the cp.async.wait_group (which the compiler
 // does not see as a memory operation).
-__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+__device__ __forceinline__ uint4 lds128(const void* smem) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   uint4 r;
   asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(addr));
   return r;
 }
 // The same, 0 if !pred.
-__device__ __forceinline__ uint4 lds128_if(uint32_t addr, bool pred) {
+__device__ __forceinline__ uint4 lds128_if(const void* smem, bool pred) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   uint4 r;
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\nmov.b32 %0, 0;\nmov.b32 %1, 0;\nmov.b32 %2, 0;\nmov.b32 %3, 0;\n"
@@ -180,10 +180,10 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
   // Shared-memory addresses of this lane's slots in stage 0 of its warp's ring: weight chunk h at
   // +512 h, the scale and zero words at +512 kAffineItem (bytes 4h: scale word of row h, 8 + 4h: zero
   // word), activation vector (mt, v) at x_slot + 16 kXLanes (4 mt + v).
-  const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(gemv_smem)) + warp * Ring::kWarpBytes;
-  const uint32_t lane_slot = ring + 16 * lane;
-  const uint32_t x_slot = ring + 16 * (3 * 32 + lane);
-  const uint32_t affine_slot = lane_slot + 512 * Ring::kAffineItem;
+  uint8_t* const ring = reinterpret_cast<uint8_t*>(gemv_smem) + warp * Ring::kWarpBytes;
+  uint8_t* const lane_slot = ring + 16 * lane;
+  uint8_t* const x_slot = ring + 16 * (3 * 32 + lane);
+  uint8_t* const affine_slot = lane_slot + 512 * Ring::kAffineItem;
 
   // Issues the copies of step copy_step into its stage and commits them as one group (an empty group
   // past the warp's range, so that the wait_group counts stay uniform). A lane past K copies nothing
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
       const int group = copy_step * groups_per_step + lane_group;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        cp_async16_zfill(lane_slot + copy_offset + 512 * h, valid ? chunk[h] : w.qweight, valid ? 16 : 0);
+        cp_async16(lane_slot + copy_offset + 512 * h, valid ? chunk[h] : w.qweight, valid);
         // The aligned 4-byte word holding the scale (the host gives 4-byte aligned tensors); v2 rows
         // have an even length N, a v1 element whose word would end past the tensor copies 2 bytes.
         const int64_t word_elem = valid ? scale_elem[h] & ~int64_t{1} : 0;
@@ -204,14 +204,14 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
         if constexpr (L == Layout::kV1) {
           if (word_elem + 1 >= scale_numel) scale_bytes = valid ? 2 : 0;
         }
-        cp_async4_zfill(affine_slot + copy_offset + 4 * h, w.scales + word_elem, scale_bytes);
+        cp_async4(affine_slot + copy_offset + 4 * h, w.scales + word_elem, scale_bytes);
         const void* zero_word;
         if constexpr (L == Layout::kV2) {
           zero_word = static_cast<const T*>(w.zeros) + word_elem;
         } else {
           zero_word = valid ? zero_row[h] + (group >> 3) : w.zeros;
         }
-        cp_async4_zfill(affine_slot + copy_offset + 8 + 4 * h, zero_word, valid ? 4 : 0);
+        cp_async4(affine_slot + copy_offset + 8 + 4 * h, zero_word, valid ? 4 : 0);
         chunk[h] += chunk_step;
         scale_elem[h] += scale_elem_step;
       }
@@ -221,8 +221,8 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
           const bool x_valid = valid && m_valid[mt];
 #pragma unroll
           for (int v = 0; v < 4; ++v) {
-            cp_async16_zfill(x_slot + copy_offset + 16 * Ring::kXLanes * (4 * mt + v), x_valid ? x_next[mt] + 8 * v : x,
-                             x_valid ? 16 : 0);
+            cp_async16(x_slot + copy_offset + 16 * Ring::kXLanes * (4 * mt + v), x_valid ? x_next[mt] + 8 * v : x,
+                       x_valid);
           }
           x_next[mt] += kMmaGemvStepK;
         }
