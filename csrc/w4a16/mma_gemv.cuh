@@ -62,6 +62,13 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* global, int by
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(global), "r"(bytes));
 }
+// A 16-byte cp.async through L1 (.ca; cp_async16 bypasses it), 0 source bytes if !valid: for the
+// activations, which every CTA of an SM reads at about the same k (its warps split K the same way),
+// so L1 hits spare L2 bandwidth (at M = 8 the activation bytes are twice the weight bytes).
+__device__ __forceinline__ void cp_async16_l1(void* smem, const void* global, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
+}
 // 16 bytes of shared memory. asm volatile: kept after the cp.async.wait_group (which the compiler
 // does not see as a memory operation).
 __device__ __forceinline__ uint4 lds128(const void* smem) {
@@ -221,8 +228,8 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
           const bool x_valid = valid && m_valid[mt];
 #pragma unroll
           for (int v = 0; v < 4; ++v) {
-            cp_async16(x_slot + copy_offset + 16 * Ring::kXLanes * (4 * mt + v), x_valid ? x_next[mt] + 8 * v : x,
-                       x_valid);
+            cp_async16_l1(x_slot + copy_offset + 16 * Ring::kXLanes * (4 * mt + v), x_valid ? x_next[mt] + 8 * v : x,
+                          x_valid);
           }
           x_next[mt] += kMmaGemvStepK;
         }
