@@ -49,7 +49,7 @@ struct GemvRing {
   static constexpr int kXLanes = 4 * (kXRows < 8 ? kXRows : 8);
   static constexpr int kAffineItem = 2;
   static constexpr int kStageVectors = 3 * 32 + kMTiles * 4 * kXLanes;  // 16-byte vectors per stage
-  // Deep enough for >= 3 KB of weights in flight per warp; shallow enough for >= 3 CTAs per SM.
+  // >= 3 KB of weights in flight per warp; 43 KB per CTA at M = 1 (4-5 CTAs per SM), 56 KB at M <= 8 (4).
   static constexpr int kStages = kXRows == 1 ? 6 : 4;
   static constexpr int kWarpBytes = kStages * kStageVectors * 16;
   static constexpr int kSmemBytes = kMmaGemvWarps * kWarpBytes;
@@ -98,6 +98,19 @@ __device__ __forceinline__ uint32_t activation_pair(const uint32_t (&xh)[16], in
   if (k_hi == k_lo + 1 && k_lo % 2 == 0) return xh[k_lo / 2];
   const uint32_t selector = ((k_hi & 1) ? 0x7600u : 0x5400u) | ((k_lo & 1) ? 0x32u : 0x10u);
   return __byte_perm(xh[k_lo / 2], xh[k_hi / 2], selector);
+}
+
+// Format B keeps the scales of a row contiguous along the groups, and a qzeros word holds 8 groups:
+// a 4-byte scale word serves two consecutive groups, a zero word eight. A v1 step therefore copies
+// a word only when it differs from the previous step's (the first step of a warp always copies), and
+// the lane keeps the words in registers across steps: at G = 128 that halves the scale copies and
+// cuts the zero copies 8x. The scattered rows (one L1 wavefront per row and copy) made these copies
+// the costly part of v1's loads. `elem`: the scale's element index, `group` its group.
+struct V1Refresh {
+  bool scale, zero;
+};
+__device__ __forceinline__ V1Refresh v1_refresh(bool first, int groups_per_step, int64_t elem, int group) {
+  return {first || groups_per_step > 1 || (elem & 1) == 0, first || (group & 7) < groups_per_step};
 }
 
 template <typename T>
@@ -207,18 +220,21 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
         // The aligned 4-byte word holding the scale (the host gives 4-byte aligned tensors); v2 rows
         // have an even length N, a v1 element whose word would end past the tensor copies 2 bytes.
         const int64_t word_elem = valid ? scale_elem[h] & ~int64_t{1} : 0;
-        int scale_bytes = valid ? 4 : 0;
-        if constexpr (L == Layout::kV1) {
-          if (word_elem + 1 >= scale_numel) scale_bytes = valid ? 2 : 0;
-        }
-        cp_async4(affine_slot + copy_offset + 4 * h, w.scales + word_elem, scale_bytes);
+        int scale_bytes = valid ? 4 : 0, zero_bytes = valid ? 4 : 0;
         const void* zero_word;
         if constexpr (L == Layout::kV2) {
           zero_word = static_cast<const T*>(w.zeros) + word_elem;
         } else {
+          if (word_elem + 1 >= scale_numel) scale_bytes = valid ? 2 : 0;
+          // A word that the previous step copied is not copied again (0 bytes: the slot is only
+          // zero-filled, no global access).
+          const V1Refresh refresh = v1_refresh(copy_step == step_begin, groups_per_step, scale_elem[h], group);
+          if (!refresh.scale) scale_bytes = 0;
+          if (!refresh.zero) zero_bytes = 0;
           zero_word = valid ? zero_row[h] + (group >> 3) : w.zeros;
         }
-        cp_async4(affine_slot + copy_offset + 8 + 4 * h, zero_word, valid ? 4 : 0);
+        cp_async4(affine_slot + copy_offset + 4 * h, w.scales + word_elem, scale_bytes);
+        cp_async4(affine_slot + copy_offset + 8 + 4 * h, zero_word, zero_bytes);
         chunk[h] += chunk_step;
         scale_elem[h] += scale_elem_step;
       }
@@ -252,6 +268,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
 
   uint32_t read_offset = 0;
+  uint32_t s_word[2] = {0, 0}, z_word[2] = {0, 0};  // the scale and zero words of rows g, g + 8
   for (int step = step_begin; step < step_end; ++step) {
     cp_async_wait<kStages - 2>();  // this lane's copies of `step` have landed
     const uint4 codes[2] = {lds128(lane_slot + read_offset), lds128(lane_slot + read_offset + 512)};
@@ -278,12 +295,18 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
     float scale[2], offset[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const uint32_t s_word = h == 0 ? affine_words.x : affine_words.y;
-      const uint32_t z_word = h == 0 ? affine_words.z : affine_words.w;
-      const int half_shift = 16 * (L == Layout::kV2 ? scale_half[h] : (scale_half[h] ^ group) & 1);
-      const uint32_t s_bits = (s_word >> half_shift) & 0xFFFFu;
       if constexpr (L == Layout::kV2) {
-        const uint32_t z_bits = (z_word >> half_shift) & 0xFFFFu;
+        s_word[h] = h == 0 ? affine_words.x : affine_words.y;
+        z_word[h] = h == 0 ? affine_words.z : affine_words.w;
+      } else {
+        const V1Refresh refresh = v1_refresh(step == step_begin, groups_per_step, scale_half[h] ^ group, group);
+        if (refresh.scale) s_word[h] = h == 0 ? affine_words.x : affine_words.y;
+        if (refresh.zero) z_word[h] = h == 0 ? affine_words.z : affine_words.w;
+      }
+      const int half_shift = 16 * (L == Layout::kV2 ? scale_half[h] : (scale_half[h] ^ group) & 1);
+      const uint32_t s_bits = (s_word[h] >> half_shift) & 0xFFFFu;
+      if constexpr (L == Layout::kV2) {
+        const uint32_t z_bits = (z_word[h] >> half_shift) & 0xFFFFu;
         if constexpr (kScaleInA) {
           const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
           scale2[h] = *reinterpret_cast<const T2*>(&s2);
@@ -294,7 +317,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 4)
           offset[h] = bits_to_float<T>(z_bits) - MmaTypes<T>::kMagicValue * scale[h];
         }
       } else {
-        const uint32_t z = (z_word >> (4 * (group & 7))) & 15u;
+        const uint32_t z = (z_word[h] >> (4 * (group & 7))) & 15u;
         if constexpr (kScaleInA) {
           const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
           scale2[h] = *reinterpret_cast<const T2*>(&s2);
