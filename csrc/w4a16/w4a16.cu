@@ -186,27 +186,19 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
   }
 }
 
-template <typename T, Layout L, int kXRows>
+template <typename T, Layout L, int kMTiles>
 void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      cudaStream_t stream) {
-  using Ring = w4a16::GemvRing<kXRows>;
+  constexpr int kUnroll = kMTiles == 1 ? 4 : 2;  // 8 (4) chunk loads per lane in flight; <= 128 registers
+  constexpr int kMBlock = 8 * kMTiles;
   const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
-  // A K split only when the CTAs would not cover the SMs, keeping >= kStages steps per warp.
-  const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * Ring::kStages));
-  // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
-  auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kXRows, true>
-                                                   : w4a16::w4a16_mma_gemv_kernel<T, L, kXRows, false>;
-  if (Ring::kSmemBytes > 48 * 1024) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Ring::kSmemBytes));
-  }
-  // The rings are the bytes in flight: ask for the largest shared-memory carveout (L1 keeps the rest).
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  // A K split only when the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
+  const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kUnroll));
   constexpr int64_t kMaxGridZ = 65535;
-  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kXRows) {
-    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kXRows);
-    const int64_t m_blocks = (m_count + kXRows - 1) / kXRows;
+  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kMBlock) {
+    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kMBlock);
+    const int64_t m_blocks = (m_count + kMBlock - 1) / kMBlock;
     int64_t splits = 1;
     while (row_blocks * m_blocks * splits < sms && splits * 2 <= max_splits) splits *= 2;
     at::Tensor partial;
@@ -214,9 +206,11 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     const T* x = static_cast<const T*>(p.x.data_ptr()) + m_first * p.k;
     T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
     const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
-    kernel<<<grid, w4a16::kMmaGemvWarps * 32, Ring::kSmemBytes, stream>>>(
-        x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(m_count),
-        static_cast<int>(splits));
+    // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
+    auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true>
+                                                     : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false>;
+    kernel<<<grid, w4a16::kMmaGemvWarps * 32, 0, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
+                                                           static_cast<int>(m_count), static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
   }
@@ -271,19 +265,12 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
       choice = KernelChoice::kMma;
     }
   }
-  // 16-byte vector loads of x and qweight, 4-byte words of scales and zeros (the GEMV's cp.async):
-  // re-allocate the rare misaligned view.
-  auto aligned_to = [](const at::Tensor& t, uintptr_t bytes) {
-    return reinterpret_cast<uintptr_t>(t.data_ptr()) % bytes == 0 ? t : t.clone();
-  };
-  const at::Tensor x = aligned_to(p.x, 16);
-  const at::Tensor qweight = aligned_to(*p.qweight, 16);
-  const at::Tensor scales = aligned_to(*p.scales, 4);
-  const at::Tensor zeros = aligned_to(*p.zeros, 4);
+  // 16-byte vector loads: re-allocate the rare misaligned view.
+  const at::Tensor x = reinterpret_cast<uintptr_t>(p.x.data_ptr()) % 16 == 0 ? p.x : p.x.clone();
+  const at::Tensor qweight =
+      reinterpret_cast<uintptr_t>(p.qweight->data_ptr()) % 16 == 0 ? *p.qweight : p.qweight->clone();
   Problem aligned = p;
   aligned.x = x;
-  aligned.scales = &scales;
-  aligned.zeros = &zeros;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sms = prop->multiProcessorCount;
 
@@ -301,12 +288,10 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
           launch_mma<T, L, 128, 2, 4>(aligned, w, out, sms, user_splits, stream);
         }
       } else if (choice == KernelChoice::kGemv) {
-        if (p.m == 1) {
+        if (p.m <= 8) {
           launch_mma_gemv<T, L, 1>(aligned, w, out, sms, stream);
-        } else if (p.m <= 8) {
-          launch_mma_gemv<T, L, 8>(aligned, w, out, sms, stream);
         } else {
-          launch_mma_gemv<T, L, 16>(aligned, w, out, sms, stream);
+          launch_mma_gemv<T, L, 2>(aligned, w, out, sms, stream);
         }
       } else if (p.m == 1) {
         launch_gemv<T, L, 1>(aligned, w, out, sms, stream);

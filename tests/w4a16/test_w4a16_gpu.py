@@ -150,32 +150,6 @@ def test_deterministic_and_misaligned_input(kernel: str) -> None:
         check(first, x, w, torch.float16, f"misaligned M={m}")
 
 
-def _misaligned(t: torch.Tensor) -> torch.Tensor:
-    """A contiguous copy of t whose data starts one element (2 bytes for fp16) past an aligned address."""
-    flat = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
-    view = flat[1:].view(t.shape)
-    view.copy_(t)
-    return view
-
-
-@pytest.mark.parametrize("layout", ["v2", "v1"])
-@pytest.mark.parametrize("g", [32, 128])
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_misaligned_and_odd_sized_parameters(layout: str, g: int, kernel: str) -> None:
-    # The tensor-core GEMV copies scales and zeros as aligned 4-byte words: 2-byte offset views are
-    # re-allocated, and a v1 scales tensor with an odd number of elements (odd N, unpadded odd K/G)
-    # must not be read past its end.
-    n, k = (4 * 37, 128 * 3) if layout == "v2" else (37, 128 * 3)
-    w = make_weight(n, k, g, torch.float16, layout)
-    scales = w.scales if layout == "v2" else w.scales[:, : k // g].contiguous()
-    for params in (Packed(w.qweight, _misaligned(scales), _misaligned(w.zeros) if layout == "v2" else w.zeros,
-                          w.weight),
-                   Packed(w.qweight, scales, w.zeros, w.weight)):
-        for m in (1, 3, 8, 16):
-            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
-            check(run_new_op(x, params, g, layout, kernel), x, w, torch.float16, f"M={m}")
-
-
 def _golden_cases(prefix: str) -> list[str]:
     if not GOLDEN.exists():
         return []
