@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from awq_kernels import ops
+from awq_kernels import _extension, ops
 from benchmarks.harness import Case
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672), (28672, 8192)]  # (K, N)
-MS = [1, 4, 16, 64, 256, 1024, 4096]
+MS = [1, 4, 16, 64, 128, 256, 1024, 4096]
+WGMMA_MS = (16, 64, 128, 256, 1024, 4096)  # explicit "wgmma" variants (auto takes it on H100 from M = 9)
+MMA_MS = (16, 64, 128, 256)  # explicit "mma" variants: the mma.sync GEMM that wgmma must beat
 GROUP = 128
 DTYPE = torch.float16
 
@@ -34,7 +36,14 @@ def _weights(k: int, n: int, layout: str) -> tuple[torch.Tensor, torch.Tensor, t
     return qweight, scales, zeros
 
 
+def _wgmma_available() -> bool:
+    """Kernel "wgmma" runs only from an sm_90a build on a compute capability 9.0 GPU."""
+    sm90a = _extension.build_info("awq_inference_engine").get("sm90a") == "1"
+    return sm90a and torch.cuda.get_device_capability() == (9, 0)
+
+
 def cases(quick: bool) -> list[Case]:
+    wgmma_ms = WGMMA_MS if _wgmma_available() else ()
     shapes = [(4096, 4096), (28672, 8192)] if quick else SHAPES
     ms = [1, 16, 64, 1024] if quick else MS
     out: list[Case] = []
@@ -47,7 +56,11 @@ def cases(quick: bool) -> list[Case]:
                 x = torch.randn(m, k, dtype=DTYPE, device="cuda")
                 kernels = ["auto"]
                 if layout == "v2" and m <= 16:
-                    kernels += ["gemv", "mma"]  # to place the auto threshold
+                    kernels += ["gemv"]  # to place the auto threshold
+                if layout == "v2" and m in MMA_MS:
+                    kernels += ["mma"]
+                if m in wgmma_ms:
+                    kernels += ["wgmma"]
                 for kernel in kernels:
                     out.append(Case(
                         family="w4a16",

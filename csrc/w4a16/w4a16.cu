@@ -12,15 +12,17 @@
 #include "w4a16/mma_gemm.cuh"
 #include "w4a16/mma_gemv.cuh"
 #include "w4a16/w4a16.h"
+#include "w4a16/wgmma_gemm.cuh"
 
 namespace awq {
 namespace {
 
 using w4a16::Layout;
 
-// kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kPortable: the
-// CUDA-core kernel (gemv.cuh), any arch.
-enum class KernelChoice { kAuto, kGemv, kMma, kPortable };
+// kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma: Hopper
+// wgmma GEMM (wgmma_gemm.cuh, sm_90a builds on compute capability 9.0); kPortable: the CUDA-core
+// kernel (gemv.cuh), any arch.
+enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kPortable };
 
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
 // M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
@@ -133,8 +135,9 @@ KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "auto") return KernelChoice::kAuto;
   if (kernel == "gemv") return KernelChoice::kGemv;
   if (kernel == "mma") return KernelChoice::kMma;
+  if (kernel == "wgmma") return KernelChoice::kWgmma;
   if (kernel == "portable") return KernelChoice::kPortable;
-  c.check(false, "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"portable\", got \"",
+  c.check(false, "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"portable\", got \"",
           std::string(kernel), "\"");
   return KernelChoice::kAuto;
 }
@@ -216,6 +219,18 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
   }
 }
 
+// The K split of a tiled GEMM: `user_splits` if non-zero, else the fewest splits that give at least
+// `target_ctas` CTAs while keeping `min_k_tiles` k tiles per split; at most k_tiles (every split gets
+// a tile) and the grid's y limit.
+int64_t gemm_splits(int64_t tiles, int64_t k_tiles, int64_t target_ctas, int64_t min_k_tiles, int64_t user_splits) {
+  int64_t splits = user_splits;
+  if (splits == 0) {
+    splits = 1;
+    while (tiles * splits < target_ctas && k_tiles / (splits + 1) >= min_k_tiles) ++splits;
+  }
+  return std::max<int64_t>(1, std::min({splits, k_tiles, int64_t{65535}}));
+}
+
 template <typename T, Layout L, int kBM, int kWarpsM, int kWarpsN>
 void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms, int64_t user_splits,
                 cudaStream_t stream) {
@@ -224,12 +239,7 @@ void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tenso
   const int64_t tiles = m_tiles * n_tiles;
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
   const int64_t k_tiles = (p.k + w4a16::kMmaBK - 1) / w4a16::kMmaBK;
-  int64_t splits = user_splits;
-  if (splits == 0) {  // fill the SMs twice over, keeping at least 4 k tiles per split
-    splits = 1;
-    while (tiles * splits < 2 * sms && k_tiles / (splits + 1) >= 4) ++splits;
-  }
-  splits = std::max<int64_t>(1, std::min({splits, k_tiles, int64_t{65535}}));
+  const int64_t splits = gemm_splits(tiles, k_tiles, 2 * sms, 4, user_splits);  // fill the SMs twice over
   at::Tensor partial;
   if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
   constexpr int kSmem = w4a16::kMmaStages * w4a16::mma_stage_bytes<kBM>();
@@ -245,6 +255,43 @@ void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tenso
   if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
 }
 
+#ifdef AWQ_KERNELS_SM90A
+// One CTA per SM (up to 181 KiB of shared memory, 256 threads): split K until the CTAs cover the SMs,
+// keeping at least 8 k tiles (512 of K) per split so that the ring fills.
+template <typename T, Layout L, int kBN>
+void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                  int64_t user_splits, cudaStream_t stream) {
+  const int64_t m_tiles = (p.m + kBN - 1) / kBN;
+  const int64_t n_tiles = (p.n + w4a16::kWgmmaRows - 1) / w4a16::kWgmmaRows;
+  const int64_t tiles = m_tiles * n_tiles;
+  TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
+  const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  const int64_t splits = gemm_splits(tiles, k_tiles, sms, 8, user_splits);
+  at::Tensor partial;
+  if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
+  constexpr int kSmem = w4a16::wgmma_smem_bytes<kBN>();
+  auto kernel = w4a16::w4a16_wgmma_kernel<T, L, kBN>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), w4a16::kWgmmaThreads, kSmem,
+           stream>>>(static_cast<const T*>(p.x.data_ptr()), w, static_cast<T*>(out.data_ptr()),
+                     splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(p.m),
+                     static_cast<int>(splits));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
+}
+#endif
+
+// The wgmma kernel exists in sm_90a builds and runs on compute capability 9.0 exactly (sm_90a SASS
+// runs on no other device).
+bool wgmma_available(const cudaDeviceProp& prop) {
+#ifdef AWQ_KERNELS_SM90A
+  return prop.major == 9 && prop.minor == 0;
+#else
+  (void)prop;
+  return false;
+#endif
+}
+
 // Runs a validated problem; returns [M, N]. `user_splits` = 0 lets the tensor-core path choose.
 at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t user_splits) {
   at::Tensor out = at::empty({p.m, p.n}, p.x.options());
@@ -256,13 +303,22 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
               choice == KernelChoice::kMma ? "mma" : "gemv", "\" needs compute capability >= 8.0 ",
               "(tensor-core mma.sync with fp32 accumulation); this device is ", prop->major, ".", prop->minor,
               ": use kernel \"portable\" or \"auto\"");
+  const bool wgmma = wgmma_available(*prop);
+#ifdef AWQ_KERNELS_SM90A
+  constexpr const char* kSm90aBuild = "this build has sm_90a";
+#else
+  constexpr const char* kSm90aBuild = "this build has no sm_90a (TORCH_CUDA_ARCH_LIST without 9.0 or CUDA < 12.0)";
+#endif
+  TORCH_CHECK(choice != KernelChoice::kWgmma || wgmma, op, ": kernel \"wgmma\" needs an sm_90a build and a ",
+              "compute capability 9.0 device (Hopper wgmma); this device is ", prop->major, ".", prop->minor, " and ",
+              kSm90aBuild, ": use kernel \"mma\" or \"auto\"");
   if (choice == KernelChoice::kAuto) {
     if (!tensor_cores) {
       choice = KernelChoice::kPortable;
     } else if (p.m <= kGemvMaxRows) {
       choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
     } else {
-      choice = KernelChoice::kMma;
+      choice = wgmma ? KernelChoice::kWgmma : KernelChoice::kMma;
     }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.
@@ -287,6 +343,19 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
         } else {
           launch_mma<T, L, 128, 2, 4>(aligned, w, out, sms, user_splits, stream);
         }
+      } else if (choice == KernelChoice::kWgmma) {
+#ifdef AWQ_KERNELS_SM90A
+        // Token tile = the wgmma's N: the smallest of 16, 64, 128, 256 that holds M (256 beyond).
+        if (p.m <= 16) {
+          launch_wgmma<T, L, 16>(aligned, w, out, sms, user_splits, stream);
+        } else if (p.m <= 64) {
+          launch_wgmma<T, L, 64>(aligned, w, out, sms, user_splits, stream);
+        } else if (p.m <= 128) {
+          launch_wgmma<T, L, 128>(aligned, w, out, sms, user_splits, stream);
+        } else {
+          launch_wgmma<T, L, 256>(aligned, w, out, sms, user_splits, stream);
+        }
+#endif
       } else if (choice == KernelChoice::kGemv) {
         if (p.m <= 8) {
           launch_mma_gemv<T, L, 1>(aligned, w, out, sms, stream);

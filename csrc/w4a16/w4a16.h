@@ -22,8 +22,8 @@ at::Tensor gemv_forward_cuda_new(const at::Tensor& in_feats, const at::Tensor& k
                                  const at::Tensor& scaling_factors, const at::Tensor& zeros, int64_t m, int64_t n,
                                  int64_t k, int64_t group_size);
 
-// Either layout ("v2" | "v1"), G in {32, 64, 128}, kernel "auto" | "gemv" | "mma" | "portable";
-// returns [..., N].
+// Either layout ("v2" | "v1"), G in {32, 64, 128}, kernel "auto" | "gemv" | "mma" | "wgmma" | "portable"
+// ("wgmma": sm_90a builds on compute capability 9.0); returns [..., N].
 at::Tensor awq_w4a16_gemm(const at::Tensor& in_feats, const at::Tensor& qweight, const at::Tensor& scales,
                           const at::Tensor& zeros, c10::string_view layout, int64_t group_size,
                           c10::string_view kernel);
