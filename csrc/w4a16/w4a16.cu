@@ -256,8 +256,26 @@ void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tenso
 }
 
 #ifdef AWQ_KERNELS_SM90A
-// One CTA per SM (up to 181 KiB of shared memory, 256 threads): split K until the CTAs cover the SMs,
-// keeping at least 8 k tiles (512 of K) per split so that the ring fills.
+// The CTAs of a wgmma launch that count as "the SMs covered" (7/8 of them): a 0.97-wave grid such as
+// 128 tiles on 132 SMs is left alone, since a K split would add fp32 partial traffic for 3% more SMs.
+int64_t wgmma_target_ctas(int sms) { return sms - sms / 8; }
+
+// Token tile (the wgmma's N) for M rows: 16 up to M = 16 and 64 up to M = 64 (weight streaming,
+// split K to cover the SMs); beyond, the largest of 256, 128 that still gives a grid covering the SMs
+// (fewer re-reads and dequantizations of each weight tile), else 64 (more CTAs instead of a K split
+// whose fp32 partials would cost as much traffic as the weights at M = 256).
+int wgmma_token_tile(int64_t m, int64_t n, int sms) {
+  if (m <= 16) return 16;
+  if (m <= 64) return 64;
+  const int64_t n_tiles = (n + w4a16::kWgmmaRows - 1) / w4a16::kWgmmaRows;
+  for (const int bn : {256, 128}) {
+    if (bn / 2 < m && (m + bn - 1) / bn * n_tiles >= wgmma_target_ctas(sms)) return bn;
+  }
+  return 64;
+}
+
+// 256 threads and up to 181 KiB of shared memory (1 CTA per SM from a 128-token tile; 2 below): split
+// K until the CTAs cover the SMs, keeping at least 8 k tiles (512 of K) per split so the ring fills.
 template <typename T, Layout L, int kBN>
 void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                   int64_t user_splits, cudaStream_t stream) {
@@ -266,7 +284,7 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   const int64_t tiles = m_tiles * n_tiles;
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
   const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
-  const int64_t splits = gemm_splits(tiles, k_tiles, sms, 8, user_splits);
+  const int64_t splits = gemm_splits(tiles, k_tiles, wgmma_target_ctas(sms), 8, user_splits);
   at::Tensor partial;
   if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
   constexpr int kSmem = w4a16::wgmma_smem_bytes<kBN>();
@@ -345,15 +363,18 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
         }
       } else if (choice == KernelChoice::kWgmma) {
 #ifdef AWQ_KERNELS_SM90A
-        // Token tile = the wgmma's N: the smallest of 16, 64, 128, 256 that holds M (256 beyond).
-        if (p.m <= 16) {
-          launch_wgmma<T, L, 16>(aligned, w, out, sms, user_splits, stream);
-        } else if (p.m <= 64) {
-          launch_wgmma<T, L, 64>(aligned, w, out, sms, user_splits, stream);
-        } else if (p.m <= 128) {
-          launch_wgmma<T, L, 128>(aligned, w, out, sms, user_splits, stream);
-        } else {
-          launch_wgmma<T, L, 256>(aligned, w, out, sms, user_splits, stream);
+        switch (wgmma_token_tile(p.m, p.n, sms)) {
+          case 16:
+            launch_wgmma<T, L, 16>(aligned, w, out, sms, user_splits, stream);
+            break;
+          case 64:
+            launch_wgmma<T, L, 64>(aligned, w, out, sms, user_splits, stream);
+            break;
+          case 128:
+            launch_wgmma<T, L, 128>(aligned, w, out, sms, user_splits, stream);
+            break;
+          default:
+            launch_wgmma<T, L, 256>(aligned, w, out, sms, user_splits, stream);
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {

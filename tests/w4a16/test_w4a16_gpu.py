@@ -185,6 +185,23 @@ def test_wgmma_tiles(layout: str, dtype: torch.dtype, g: int, n: int) -> None:
         check(run_new_op(x, w, g, layout, "wgmma"), x, w, dtype, f"M={m} N={n} K={k}")
 
 
+# Beyond M = 64 the token tile depends on the grid (w4a16.cu, wgmma_token_tile): on a 132-SM H100 /
+# H200 these (N, M) pairs give 64 (few CTAs), 128 and 256 with partial last tiles.
+WGMMA_GRID_CASES = [(4 * 37, 300), (4 * 37, 8000), (4 * 37, 15000), (2052, 1000), (2052, 2000), (28672, 100)]
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("g", [32, 128])
+def test_wgmma_token_tiles(layout: str, dtype: torch.dtype, g: int) -> None:
+    require("wgmma")
+    k = 640
+    for n, m in WGMMA_GRID_CASES:
+        w = make_weight(n, k, g, dtype, layout)
+        x = torch.randn(m, k, dtype=dtype, device="cuda")
+        check(run_new_op(x, w, g, layout, "wgmma"), x, w, dtype, f"M={m} N={n}")
+
+
 @pytest.mark.parametrize("layout", ["v2", "v1"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_wgmma_long_k(layout: str, dtype: torch.dtype) -> None:
