@@ -233,8 +233,9 @@ struct TileConstants {
   T2 sub[2][2], scale[2][2], add[2][2];
 };
 
+// Token tiles up to 64 (weight streaming) keep 2 CTAs per SM: <= 128 registers per thread.
 template <typename T, Layout L, int kBN>
-__global__ void __launch_bounds__(kWgmmaThreads, 1)
+__global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
     w4a16_wgmma_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out, float* __restrict__ partial,
                        int m_total, int k_splits) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -274,22 +275,28 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int kt_begin = static_cast<int>(static_cast<int64_t>(split) * k_tiles / k_splits);
   const int kt_count = static_cast<int>(static_cast<int64_t>(split + 1) * k_tiles / k_splits) - kt_begin;
 
+  // A stage: kBN * 8 activation chunks (16 bytes) and 256 weight chunks, one per thread per round.
   auto load_stage = [&](int stage, int kt) {
     uint8_t* x_tile = smem + stage * kStageBytes;
     uint8_t* w_tile = x_tile + kXBytes;
-    for (int c = tid; c < kBN * 8; c += kWgmmaThreads) {
-      const int r = c / 8;
-      const int chunk = c % 8;
-      const int k = kt * kWgmmaBK + chunk * 8;
-      const bool valid = m0 + r < m_total && k < w.k;
-      const T* src = x + (valid ? static_cast<int64_t>(m0 + r) * w.k + k : 0);
-      cp_async16(x_tile + r * 128 + ((chunk ^ (r & 7)) * 16), src, valid);
+    constexpr int kRounds = (kBN * 8 + kWgmmaThreads - 1) / kWgmmaThreads;
+    // Unrolled only for small tiles: 8 rounds of precomputed addresses would spill at kBN = 256.
+#pragma unroll(kRounds <= 2 ? kRounds : 1)
+    for (int round = 0; round < kRounds; ++round) {
+      const int c = tid + round * kWgmmaThreads;
+      if (kBN * 8 % kWgmmaThreads == 0 || c < kBN * 8) {
+        const int r = c / 8;
+        const int chunk = c % 8;
+        const int k = kt * kWgmmaBK + chunk * 8;
+        const bool valid = m0 + r < m_total && k < w.k;
+        const T* src = x + (valid ? static_cast<int64_t>(m0 + r) * w.k + k : 0);
+        cp_async16(x_tile + r * 128 + ((chunk ^ (r & 7)) * 16), src, valid);
+      }
     }
-    for (int c = tid; c < kWgmmaRows * 2; c += kWgmmaThreads) {
-      bool valid;
-      const uint8_t* src = MmaWeight<L>::chunk_src(w.qweight, w.n, w.k, n0, kt, c, valid);
-      cp_async16(w_tile + c * 16, src, valid);
-    }
+    static_assert(kWgmmaRows * 2 == kWgmmaThreads, "one weight chunk per thread");
+    bool valid;
+    const uint8_t* src = MmaWeight<L>::chunk_src(w.qweight, w.n, w.k, n0, kt, tid, valid);
+    cp_async16(w_tile + tid * 16, src, valid);
   };
 
   auto load_constants = [&](int kt, TileConstants<T>& c) {
