@@ -260,28 +260,34 @@ void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tenso
 // 128 tiles on 132 SMs is left alone, since a K split would add fp32 partial traffic for 3% more SMs.
 int64_t wgmma_target_ctas(int sms) { return sms - sms / 8; }
 
-// Token tile (the wgmma's N) for M rows: 16 up to M = 16 and 64 up to M = 64 (weight streaming,
-// split K to cover the SMs); beyond, the largest of 256, 128 that still gives a grid covering the SMs
-// (fewer re-reads and dequantizations of each weight tile), else 64 (more CTAs instead of a K split
-// whose fp32 partials would cost as much traffic as the weights at M = 256).
-int wgmma_token_tile(int64_t m, int64_t n, int sms) {
-  if (m <= 16) return 16;
-  if (m <= 64) return 64;
-  const int64_t n_tiles = (n + w4a16::kWgmmaRows - 1) / w4a16::kWgmmaRows;
-  for (const int bn : {256, 128}) {
-    if (bn / 2 < m && (m + bn - 1) / bn * n_tiles >= wgmma_target_ctas(sms)) return bn;
+// The wgmma CTA tile for M rows: kRT row tiles of 64 per warpgroup (CTA rows = 128 * kRT) x kBN tokens.
+struct WgmmaTile {
+  int rt, bn;
+};
+
+// 128 x 16 up to M = 16 and 128 x 64 up to M = 64 (weight streaming, split K to fill the SMs); beyond,
+// the first of 256 x 128 (least L2 traffic per flop: 24 KiB per k tile), 128 x 128 whose grid covers
+// the SMs, else 128 x 64 (more CTAs instead of a K split whose fp32 partials would cost as much as
+// the weights at M = 256).
+WgmmaTile wgmma_tile(int64_t m, int64_t n, int sms) {
+  if (m <= 16) return {1, 16};
+  if (m <= 64) return {1, 64};
+  for (const WgmmaTile tile : {WgmmaTile{2, 128}, WgmmaTile{1, 128}}) {
+    const int64_t rows = 128 * tile.rt;
+    if ((m + tile.bn - 1) / tile.bn * ((n + rows - 1) / rows) >= wgmma_target_ctas(sms)) return tile;
   }
-  return 64;
+  return {1, 64};
 }
 
 // 256 threads and up to 181 KiB of shared memory (1 CTA per SM from a 128-token tile; 2 below): split
 // K until the CTAs fill the SMs' CTA slots, keeping at least 8 k tiles (512 of K) per split so that
 // the ring fills. For small M (weight streaming) the fp32 partials are small next to the weights.
-template <typename T, Layout L, int kBN>
+template <typename T, Layout L, int kRT, int kBN>
 void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                   int64_t user_splits, cudaStream_t stream) {
+  constexpr int64_t kRows = w4a16::wgmma_rows<kRT>();
   const int64_t m_tiles = (p.m + kBN - 1) / kBN;
-  const int64_t n_tiles = (p.n + w4a16::kWgmmaRows - 1) / w4a16::kWgmmaRows;
+  const int64_t n_tiles = (p.n + kRows - 1) / kRows;
   const int64_t tiles = m_tiles * n_tiles;
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
   const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
@@ -289,8 +295,8 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   const int64_t splits = gemm_splits(tiles, k_tiles, ctas_per_sm * wgmma_target_ctas(sms), 8, user_splits);
   at::Tensor partial;
   if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
-  constexpr int kSmem = w4a16::wgmma_smem_bytes<kBN>();
-  auto kernel = w4a16::w4a16_wgmma_kernel<T, L, kBN>;
+  constexpr int kSmem = w4a16::wgmma_smem_bytes<kRT, kBN>();
+  auto kernel = w4a16::w4a16_wgmma_kernel<T, L, kRT, kBN>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), w4a16::kWgmmaThreads, kSmem,
            stream>>>(static_cast<const T*>(p.x.data_ptr()), w, static_cast<T*>(out.data_ptr()),
@@ -365,18 +371,15 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
         }
       } else if (choice == KernelChoice::kWgmma) {
 #ifdef AWQ_KERNELS_SM90A
-        switch (wgmma_token_tile(p.m, p.n, sms)) {
-          case 16:
-            launch_wgmma<T, L, 16>(aligned, w, out, sms, user_splits, stream);
-            break;
-          case 64:
-            launch_wgmma<T, L, 64>(aligned, w, out, sms, user_splits, stream);
-            break;
-          case 128:
-            launch_wgmma<T, L, 128>(aligned, w, out, sms, user_splits, stream);
-            break;
-          default:
-            launch_wgmma<T, L, 256>(aligned, w, out, sms, user_splits, stream);
+        const WgmmaTile tile = wgmma_tile(p.m, p.n, sms);
+        if (tile.bn == 16) {
+          launch_wgmma<T, L, 1, 16>(aligned, w, out, sms, user_splits, stream);
+        } else if (tile.bn == 64) {
+          launch_wgmma<T, L, 1, 64>(aligned, w, out, sms, user_splits, stream);
+        } else if (tile.rt == 1) {
+          launch_wgmma<T, L, 1, 128>(aligned, w, out, sms, user_splits, stream);
+        } else {
+          launch_wgmma<T, L, 2, 128>(aligned, w, out, sms, user_splits, stream);
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {

@@ -2,22 +2,26 @@
 // in registers and the activations as the B operand in shared memory ("swap AB": D = W x^T, so the
 // 64-row wgmma M dimension is filled by weight rows and the token count M only sets the wgmma N).
 //
-// CTA: 2 warpgroups (256 threads), 128 weight rows (64 per warpgroup) x kBN tokens, K in 64-wide tiles
-// through a kStages-deep ring of shared-memory stages filled by cp.async from every thread:
+// CTA: 2 warpgroups (256 threads), kRows = 128 * kRT weight rows (kRT wgmma row tiles of 64 per
+// warpgroup) x kBN tokens, K in 64-wide tiles through a kStages-deep ring of shared-memory stages
+// filled by cp.async from every thread:
 //  * x tile [kBN][64] in T: 128 bytes per token row, the 128-byte swizzle of sm90.cuh (chunk c of row r
 //    at chunk c ^ (r % 8), tile 1024-byte aligned), read by wgmma through smem_desc_128b_swizzle.
 //    Tokens past M and k past K are zero-filled (cp.async source size 0).
-//  * weight tile: the raw packed bytes of 128 rows x 64 codes (4 KiB) in the layout's own order, as the
-//    mma GEMM (MmaWeight<L> in mma_gemm.cuh); rows past N are zero-filled.
+//  * weight tile: the raw packed bytes of kRows rows x 64 codes (4 KiB per 128 rows) in the layout's own
+//    order, as the mma GEMM (MmaWeight<L> in mma_gemm.cuh); rows past N are zero-filled.
 // A warp's register A fragment of m64nNk16 (its 16 of the 64 rows) has the mma.m16n8k16 A layout:
 // lane (g, t) holds rows g and g + 8 at k = 2t, 2t+1, 2t+8, 2t+9, which is MmaWeight<L>::fragment of
 // those two rows, dequantized as in mma_gemm.cuh ((q + magic - sub) * s + add in T, one rounding).
 //
-// Pipeline of k tile i (all branches uniform across the CTA): issue the 4 wgmma of tile i from the
-// register fragments of buffer i % 2, then (while they run) wait for tile i + 1's stage, refill the
-// stage of tile i - 1 (finished: every thread waited for its wgmma before the barrier) with tile
-// i + kStages - 1, dequantize tile i + 1 into the other fragment buffer, and wait for tile i's wgmma.
-// The dequantization constants are loaded from global memory two tiles ahead.
+// Pipeline of k tile i (all branches uniform across the CTA): issue the 4 * kRT wgmma of tile i, then
+// (while they run) wait for tile i + 1's stage, refill the stage of tile i - 1 (finished: every thread
+// waited for its wgmma before the barrier) with tile i + kStages - 1, and dequantize tile i + 1:
+//  * kRT = 1 (small M, short tiles): into a second fragment buffer before waiting for tile i's wgmma;
+//    the constants are loaded two tiles ahead.
+//  * kRT = 2 (large M; the registers hold 2 x 64 accumulators per token column): into the same buffer
+//    after the wait; the other warpgroup's queued wgmma keep the tensor cores busy meanwhile. The
+//    constants are loaded one tile ahead.
 // Split K (blockIdx.y) writes fp32 partials that reduce_splits_kernel sums in order.
 #pragma once
 
@@ -29,24 +33,28 @@
 namespace awq {
 namespace w4a16 {
 
-constexpr int kWgmmaRows = 128;  // weight rows per CTA: 2 warpgroups x the wgmma's M = 64
-constexpr int kWgmmaBK = 64;     // one 128-byte swizzle row of T per token
+constexpr int kWgmmaBK = 64;  // one 128-byte swizzle row of T per token
 constexpr int kWgmmaThreads = 256;
 
-// Deep rings for small token tiles (weight streaming: >= 5 tiles = 20 KiB of weights in flight per
-// CTA), fewer stages where the activation tile is large.
-template <int kBN>
-constexpr int wgmma_stages() {
-  return kBN <= 16 ? 8 : (kBN <= 64 ? 6 : 5);
+// Weight rows per CTA: 2 warpgroups x kRT row tiles of the wgmma's M = 64.
+template <int kRT>
+constexpr int wgmma_rows() {
+  return 128 * kRT;
 }
-template <int kBN>
+// Deep rings for small token tiles (weight streaming: >= 5 tiles = 20 KiB of weights in flight per
+// CTA), fewer stages where the activation tile is large (<= 181 KiB of shared memory per CTA).
+template <int kRT, int kBN>
+constexpr int wgmma_stages() {
+  return kBN <= 16 ? 8 : (kBN <= 64 ? 6 : (kRT == 2 ? 7 : 5));
+}
+template <int kRT, int kBN>
 constexpr int wgmma_stage_bytes() {
-  return kBN * kWgmmaBK * 2 + kWgmmaRows * kWgmmaBK / 2;
+  return kBN * kWgmmaBK * 2 + wgmma_rows<kRT>() * kWgmmaBK / 2;
 }
 // Dynamic shared memory: the stages plus slack to align the ring to 1024 bytes.
-template <int kBN>
+template <int kRT, int kBN>
 constexpr int wgmma_smem_bytes() {
-  return wgmma_stages<kBN>() * wgmma_stage_bytes<kBN>() + 1024;
+  return wgmma_stages<kRT, kBN>() * wgmma_stage_bytes<kRT, kBN>() + 1024;
 }
 
 // wgmma.mma_async m64n{N}k16, f32 accumulators, A (4 registers per thread) from registers, B from a
@@ -234,18 +242,22 @@ struct TileConstants {
 };
 
 // Token tiles up to 64 (weight streaming) keep 2 CTAs per SM: <= 128 registers per thread.
-template <typename T, Layout L, int kBN>
+template <typename T, Layout L, int kRT, int kBN>
 __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
     w4a16_wgmma_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out, float* __restrict__ partial,
                        int m_total, int k_splits) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kStages = wgmma_stages<kBN>();
-  constexpr int kStageBytes = wgmma_stage_bytes<kBN>();
+  constexpr int kRows = wgmma_rows<kRT>();
+  constexpr int kStages = wgmma_stages<kRT, kBN>();
+  constexpr int kStageBytes = wgmma_stage_bytes<kRT, kBN>();
   constexpr int kXBytes = kBN * kWgmmaBK * 2;
-  constexpr int kAcc = kBN / 2;  // m64n{kBN} f32 accumulators per thread
+  constexpr int kAcc = kBN / 2;  // m64n{kBN} f32 accumulators per thread and row tile
+  constexpr int kBuffers = kRT == 1 ? 2 : 1;  // A fragment buffers
   constexpr uint32_t kMagic = MmaTypes<T>::kMagic;
   static_assert(kStages >= 3, "the refill of tile i - 1's stage needs a third stage");
   static_assert(kBN % 16 == 0 && kBN <= 256, "token tile: wgmma N in 16..256, whole 8-row swizzle atoms");
+  static_assert(kRT * kAcc <= 128, "accumulators: at most 128 registers per thread");
+  static_assert(kStageBytes % 1024 == 0, "stages must keep the 1024-byte alignment of the swizzle atoms");
 
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
@@ -258,24 +270,24 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
   const int warp = tid >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  // Tile-local weight row of the thread's A registers 0 and 2 (registers 1 and 3: row + 8).
-  const int row = 64 * (warp / 4) + 16 * (warp % 4) + g;
+  // Tile-local weight row of the thread's A registers 0 and 2 in row tile rt (registers 1 and 3: + 8).
+  auto row_of = [&](int rt) { return 64 * kRT * (warp / 4) + 64 * rt + 16 * (warp % 4) + g; };
 
   // Raster: kMmaGroupM consecutive token tiles sweep the weight-row tiles together (x stays in L2).
   const int m_tiles = (m_total + kBN - 1) / kBN;
-  const int n_tiles = (w.n + kWgmmaRows - 1) / kWgmmaRows;
+  const int n_tiles = (w.n + kRows - 1) / kRows;
   const int per_group = kMmaGroupM * n_tiles;
   const int first_m = (blockIdx.x / per_group) * kMmaGroupM;
   const int group_m = min(kMmaGroupM, m_tiles - first_m);
   const int m0 = (first_m + (blockIdx.x % per_group) % group_m) * kBN;
-  const int n0 = ((blockIdx.x % per_group) / group_m) * kWgmmaRows;
+  const int n0 = ((blockIdx.x % per_group) / group_m) * kRows;
 
   const int k_tiles = (w.k + kWgmmaBK - 1) / kWgmmaBK;
   const int split = blockIdx.y;
   const int kt_begin = static_cast<int>(static_cast<int64_t>(split) * k_tiles / k_splits);
   const int kt_count = static_cast<int>(static_cast<int64_t>(split + 1) * k_tiles / k_splits) - kt_begin;
 
-  // A stage: kBN * 8 activation chunks (16 bytes) and 256 weight chunks, one per thread per round.
+  // A stage: kBN * 8 activation chunks (16 bytes) and 256 * kRT weight chunks, one per thread per round.
   auto load_stage = [&](int stage, int kt) {
     uint8_t* x_tile = smem + stage * kStageBytes;
     uint8_t* w_tile = x_tile + kXBytes;
@@ -293,43 +305,55 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
         cp_async16(x_tile + r * 128 + ((chunk ^ (r & 7)) * 16), src, valid);
       }
     }
-    static_assert(kWgmmaRows * 2 == kWgmmaThreads, "one weight chunk per thread");
-    bool valid;
-    const uint8_t* src = MmaWeight<L>::chunk_src(w.qweight, w.n, w.k, n0, kt, tid, valid);
-    cp_async16(w_tile + tid * 16, src, valid);
+#pragma unroll
+    for (int round = 0; round < kRT; ++round) {
+      const int c = tid + round * kWgmmaThreads;
+      bool valid;
+      const uint8_t* src = MmaWeight<L>::chunk_src(w.qweight, w.n, w.k, n0, kt, c, valid);
+      cp_async16(w_tile + c * 16, src, valid);
+    }
   };
 
-  auto load_constants = [&](int kt, TileConstants<T>& c) {
+  using Constants = TileConstants<T>[kRT];
+  auto load_constants = [&](int kt, Constants& c) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int n = min(n0 + row + 8 * h, w.n - 1);
+    for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
-      for (int gi = 0; gi < 2; ++gi) {
-        const int group = min((kt * kWgmmaBK + 32 * gi) >> w.group_shift, w.groups - 1);
-        dequant_constants<T, L>(w, n, group, c.sub[h][gi], c.scale[h][gi], c.add[h][gi]);
+      for (int h = 0; h < 2; ++h) {
+        const int n = min(n0 + row_of(rt) + 8 * h, w.n - 1);
+#pragma unroll
+        for (int gi = 0; gi < 2; ++gi) {
+          const int group = min((kt * kWgmmaBK + 32 * gi) >> w.group_shift, w.groups - 1);
+          dequant_constants<T, L>(w, n, group, c[rt].sub[h][gi], c[rt].scale[h][gi], c[rt].add[h][gi]);
+        }
+      }
+  };
+
+  // frag[rt][step]: the A registers of row tile rt, k16 step `step` (rows g, g + 8 x k 2t.., 2t+8..).
+  auto dequantize = [&](int stage, const Constants& c, uint32_t (&frag)[kRT][4][4]) {
+    const uint8_t* w_tile = smem + stage * kStageBytes + kXBytes;
+#pragma unroll
+    for (int rt = 0; rt < kRT; ++rt) {
+      uint32_t lo[4][2], hi[4][2];
+      MmaWeight<L>::template fragment<kMagic>(w_tile, row_of(rt), t, lo);
+      MmaWeight<L>::template fragment<kMagic>(w_tile, row_of(rt) + 8, t, hi);
+      const TileConstants<T>& k = c[rt];
+#pragma unroll
+      for (int step = 0; step < 4; ++step) {
+        const int gi = step / 2;
+        frag[rt][step][0] = dequant_pair<T>(lo[step][0], k.sub[0][gi], k.scale[0][gi], k.add[0][gi]);
+        frag[rt][step][1] = dequant_pair<T>(hi[step][0], k.sub[1][gi], k.scale[1][gi], k.add[1][gi]);
+        frag[rt][step][2] = dequant_pair<T>(lo[step][1], k.sub[0][gi], k.scale[0][gi], k.add[0][gi]);
+        frag[rt][step][3] = dequant_pair<T>(hi[step][1], k.sub[1][gi], k.scale[1][gi], k.add[1][gi]);
       }
     }
   };
 
-  // frag[step]: the A registers of k16 step `step` of the tile (rows g, g + 8 x k 2t.., 2t+8..).
-  auto dequantize = [&](int stage, const TileConstants<T>& c, uint32_t (&frag)[4][4]) {
-    const uint8_t* w_tile = smem + stage * kStageBytes + kXBytes;
-    uint32_t lo[4][2], hi[4][2];
-    MmaWeight<L>::template fragment<kMagic>(w_tile, row, t, lo);
-    MmaWeight<L>::template fragment<kMagic>(w_tile, row + 8, t, hi);
+  float acc[kRT][kAcc];
 #pragma unroll
-    for (int step = 0; step < 4; ++step) {
-      const int gi = step / 2;
-      frag[step][0] = dequant_pair<T>(lo[step][0], c.sub[0][gi], c.scale[0][gi], c.add[0][gi]);
-      frag[step][1] = dequant_pair<T>(hi[step][0], c.sub[1][gi], c.scale[1][gi], c.add[1][gi]);
-      frag[step][2] = dequant_pair<T>(lo[step][1], c.sub[0][gi], c.scale[0][gi], c.add[0][gi]);
-      frag[step][3] = dequant_pair<T>(hi[step][1], c.sub[1][gi], c.scale[1][gi], c.add[1][gi]);
-    }
-  };
-
-  float acc[kAcc];
+  for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
-  for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
+    for (int i = 0; i < kAcc; ++i) acc[rt][i] = 0.f;
 
   // Prologue: tiles 0 .. kStages - 2 in flight (one commit group each, empty past the split's end).
 #pragma unroll
@@ -337,10 +361,11 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
     if (s < kt_count) load_stage(s, kt_begin + s);
     cp_async_commit();
   }
-  TileConstants<T> current, next;
+  // kRT = 1: `current` feeds the next dequantization, `next` is in flight one tile further.
+  Constants current, next;
   load_constants(kt_begin, current);
-  load_constants(kt_begin + min(1, kt_count - 1), next);
-  uint32_t frag[2][4][4];
+  if constexpr (kBuffers == 2) load_constants(kt_begin + min(1, kt_count - 1), next);
+  uint32_t frag[kBuffers][kRT][4][4];
   cp_async_wait<kStages - 2>();
   fence_proxy_async();
   __syncthreads();
@@ -351,13 +376,19 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
     const uint32_t x_addr = smem_addr + (i % kStages) * kStageBytes;
     wgmma_fence();
 #pragma unroll
-    for (int step = 0; step < 4; ++step) {
-      WgmmaRs<T, kBN>::mma(acc, frag[kBuf][step], smem_desc_128b_swizzle(x_addr + 32 * step));
-    }
+    for (int step = 0; step < 4; ++step)
+#pragma unroll
+      for (int rt = 0; rt < kRT; ++rt)
+        WgmmaRs<T, kBN>::mma(acc[rt], frag[kBuf][rt][step], smem_desc_128b_swizzle(x_addr + 32 * step));
     wgmma_commit_group();
-    if (i + 1 < kt_count) {
-      current = next;
-      if (i + 2 < kt_count) load_constants(kt_begin + i + 2, next);
+    const bool more = i + 1 < kt_count;
+    if (more) {
+      if constexpr (kBuffers == 2) {
+        for (int rt = 0; rt < kRT; ++rt) current[rt] = next[rt];
+        if (i + 2 < kt_count) load_constants(kt_begin + i + 2, next);
+      } else {
+        load_constants(kt_begin + i + 1, current);  // tile i's fragments are already built
+      }
       // Commit groups so far: kStages - 1 + i (tiles 0 .. kStages - 2 + i); tile i + 1 must be complete.
       cp_async_wait<kStages - 3>();
       fence_proxy_async();
@@ -365,39 +396,50 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
       const int refill = i + kStages - 1;  // into the stage of tile i - 1 (or the unused last one at i = 0)
       if (refill < kt_count) load_stage(refill % kStages, kt_begin + refill);
       cp_async_commit();
-      dequantize((i + 1) % kStages, current, frag[kBuf ^ 1]);
+      if constexpr (kBuffers == 2) dequantize((i + 1) % kStages, current, frag[kBuf ^ 1]);
     }
     wgmma_wait<0>();
     // Tile i's A registers stay allocated until its wgmma completed.
 #pragma unroll
-    for (int step = 0; step < 4; ++step)
+    for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) wgmma_fence_operand(frag[kBuf][step][r]);
+      for (int step = 0; step < 4; ++step)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) wgmma_fence_operand(frag[kBuf][rt][step][r]);
+    if constexpr (kBuffers == 1) {
+      if (more) dequantize((i + 1) % kStages, current, frag[0]);
+    }
   };
-  for (int i = 0; i < kt_count; i += 2) {
+  for (int i = 0; i < kt_count; i += kBuffers) {
     iteration(std::integral_constant<int, 0>{}, i);
-    if (i + 1 < kt_count) iteration(std::integral_constant<int, 1>{}, i + 1);
+    if constexpr (kBuffers == 2) {
+      if (i + 1 < kt_count) iteration(std::integral_constant<int, 1>{}, i + 1);
+    }
   }
   cp_async_wait<0>();
 #pragma unroll
-  for (int i = 0; i < kAcc; ++i) wgmma_fence_operand(acc[i]);
+  for (int rt = 0; rt < kRT; ++rt)
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) wgmma_fence_operand(acc[rt][i]);
 
-  // acc[4j + e]: weight row n0 + row + 8 * (e >= 2), token m0 + 8j + 2t + (e & 1).
+  // acc[rt][4j + e]: weight row n0 + row_of(rt) + 8 * (e >= 2), token m0 + 8j + 2t + (e & 1).
 #pragma unroll
-  for (int j = 0; j < kBN / 8; ++j)
+  for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int n = n0 + row + (e >= 2 ? 8 : 0);
-      const int m = m0 + 8 * j + 2 * t + (e & 1);
-      if (n < w.n && m < m_total) {
-        const int64_t index = static_cast<int64_t>(m) * w.n + n;
-        if (k_splits == 1) {
-          out[index] = from_float<T>(acc[4 * j + e]);
-        } else {
-          partial[split * static_cast<int64_t>(m_total) * w.n + index] = acc[4 * j + e];
+    for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int n = n0 + row_of(rt) + (e >= 2 ? 8 : 0);
+        const int m = m0 + 8 * j + 2 * t + (e & 1);
+        if (n < w.n && m < m_total) {
+          const int64_t index = static_cast<int64_t>(m) * w.n + n;
+          if (k_splits == 1) {
+            out[index] = from_float<T>(acc[rt][4 * j + e]);
+          } else {
+            partial[split * static_cast<int64_t>(m_total) * w.n + index] = acc[rt][4 * j + e];
+          }
         }
       }
-    }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL (the host launches this kernel only on such devices)
 }
 

@@ -167,8 +167,8 @@ def test_deterministic_and_misaligned_input(kernel: str) -> None:
         check(first, x, w, torch.float16, f"misaligned M={m}")
 
 
-# The wgmma kernel's token tiles are 16, 64, 128 and 256 wide (the largest beyond M = 128) and its
-# weight tiles 128 rows: M and N on both sides of each boundary, with partial tiles.
+# The wgmma kernel's CTA tiles (weight rows x tokens) are 128 x 16, 128 x 64, 128 x 128 and 256 x 128:
+# M and N on both sides of each boundary, with partial tiles.
 WGMMA_M = [1, 9, 16, 17, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300]
 
 
@@ -185,9 +185,11 @@ def test_wgmma_tiles(layout: str, dtype: torch.dtype, g: int, n: int) -> None:
         check(run_new_op(x, w, g, layout, "wgmma"), x, w, dtype, f"M={m} N={n} K={k}")
 
 
-# Beyond M = 64 the token tile depends on the grid (w4a16.cu, wgmma_token_tile): on a 132-SM H100 /
-# H200 these (N, M) pairs give 64 (few CTAs), 128 and 256 with partial last tiles.
-WGMMA_GRID_CASES = [(4 * 37, 300), (4 * 37, 8000), (4 * 37, 15000), (2052, 1000), (2052, 2000), (28672, 100)]
+# Beyond M = 64 the CTA tile depends on the grid (w4a16.cu, wgmma_tile): on a 132-SM H100 / H200 these
+# (N, M) pairs give 128 x 64 (few CTAs: M = 300), 128 x 128 (M = 8000, 1000, 100) and 256 x 128 (M = 15000,
+# 2000, 200), all with partial last tiles.
+WGMMA_GRID_CASES = [(4 * 37, 300), (4 * 37, 8000), (4 * 37, 15000), (2052, 1000), (2052, 2000), (28672, 100),
+                    (28672, 200)]
 
 
 @pytest.mark.parametrize("layout", ["v2", "v1"])

@@ -46,7 +46,7 @@ def test_wgmma_kernels_use_hgmma() -> None:
     library = next(Path(awq_kernels.__file__).parent.glob("_awq_inference_engine*.so"))
     result = subprocess.run([str(tool), "-sass", str(library)], capture_output=True, text=True, check=True)
     kernels = kernel_sass(result.stdout)
-    # 2 dtypes x 2 layouts x 4 token tiles.
+    # 2 dtypes x 2 layouts x 4 CTA tiles.
     assert len(kernels) == 16, f"expected 16 {KERNEL} instances in the sm_90a SASS, found {sorted(kernels)}"
     for name, body in kernels.items():
         assert re.search(r"\bHGMMA\.64x\d+x16\.F32\b", body), f"{name}: no HGMMA in its SASS"
