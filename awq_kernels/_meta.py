@@ -62,6 +62,18 @@ def _w8a8_gemm_fuse_bias_forward_cuda(
     bias: torch.Tensor,
 ) -> None:
     return None
+def _awq_w8a8_gemm(
+    in_feats: torch.Tensor,
+    weight: torch.Tensor,
+    wscales: torch.Tensor,
+    ascales: torch.Tensor,
+    out_feats: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    kernel: str = "auto",
+) -> None:
+    return None
+
+
 def _single_query_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -127,6 +139,7 @@ _AWQ_INFERENCE_ENGINE = {
     "awq_w4a16_gemm": _awq_w4a16_gemm,
     "w8a8_gemm_forward_cuda": _w8a8_gemm_forward_cuda,
     "w8a8_gemm_fuse_bias_forward_cuda": _w8a8_gemm_fuse_bias_forward_cuda,
+    "awq_w8a8_gemm": _awq_w8a8_gemm,
     "single_query_attention": _single_query_attention,
     "rotary_embedding_neox": _rotary_embedding_neox,
     "fused_rope_with_pos_forward_func": _fused_rope_with_pos_forward_func,

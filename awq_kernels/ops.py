@@ -46,6 +46,8 @@ def w8a8_linear(
     wscales: torch.Tensor,
     ascales: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
+    *,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """int8 linear layer with per-channel weight and per-token activation scales.
 
@@ -53,16 +55,15 @@ def w8a8_linear(
     wscales: fp16 [N]; ascales: fp16 with one scale per token (x.numel() // K of them); bias: fp16 [N]
     or None. Returns fp16 [..., N] = (x @ weight.T in exact int32) * wscales * ascales (+ bias), as
     `w8a8_gemm_forward_cuda` / `w8a8_gemm_fuse_bias_forward_cuda` (spec §3.9, §3.10).
+    kernel: ``"auto"`` (what those ops use), ``"mma"`` (mma.sync, sm_80+) or ``"wgmma"`` (Hopper
+    wgmma + TMA: needs a build with compute capability 9.0 and a compute capability 9.0 GPU).
     """
-    ops = load("awq_inference_engine")
     x2d = x.reshape(-1, x.shape[-1])
     out = torch.empty(x2d.shape[0], weight.shape[0], dtype=torch.float16, device=x.device)
-    ascales1d = ascales.reshape(-1)
-    if bias is None:
-        ops.w8a8_gemm_forward_cuda(x2d, weight, wscales, ascales1d, out)
-    else:
-        ops.w8a8_gemm_fuse_bias_forward_cuda(x2d, weight, wscales, ascales1d, out, bias)
+    load("awq_inference_engine").awq_w8a8_gemm(x2d, weight, wscales, ascales.reshape(-1), out, bias, kernel)
     return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     """SwiGLU: silu(x[..., :d]) * x[..., d:], a new [..., d] tensor."""
     return load("awq_inference_engine").silu_and_mul(x)

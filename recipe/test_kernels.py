@@ -513,6 +513,23 @@ def check_w8a8_gemm_fuse_bias_forward_cuda(ops: Any, gen: torch.Generator, devic
     check_w8a8_gemm_forward_cuda(ops, gen, device, fuse_bias=True)
 
 
+def check_awq_w8a8_gemm(ops: Any, gen: torch.Generator, device: str) -> None:
+    kernels = ["auto", "mma"]
+    if "sm90a=1" in ops.build_info() and torch.cuda.get_device_capability(device) == (9, 0):
+        kernels.append("wgmma")
+    m, n, k = 200, 264, 320
+    a = torch.randint(-127, 128, (m, k), generator=gen, device=device, dtype=torch.int8)
+    w = torch.randint(-127, 128, (n, k), generator=gen, device=device, dtype=torch.int8)
+    wscales = (torch.rand(n, generator=gen, device=device) * 1e-3 + 1e-4).half()
+    ascales = (torch.rand(m, generator=gen, device=device) * 1e-2 + 1e-3).half()
+    for kernel in kernels:
+        for bias in (None, _randn((n,), torch.float16, gen, device)):
+            out = torch.full((m, n), float("nan"), dtype=torch.float16, device=device)
+            ops.awq_w8a8_gemm(a, w, wscales, ascales, out, bias, kernel)
+            assert_close(f"{kernel} bias={bias is not None}", out, ref_w8a8(a, w, wscales, ascales, bias),
+                         torch.float16)
+
+
 def check_invoke_quant(ops: Any, gen: torch.Generator, device: str) -> None:
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = _randn((7, 512), dtype, gen, device, scale=3.0)
@@ -566,6 +583,7 @@ CHECKS: dict[str, Callable] = {
     "awq_inference_engine::single_query_attention": _check_single_query_attention,
     "awq_inference_engine::w8a8_gemm_forward_cuda": check_w8a8_gemm_forward_cuda,
     "awq_inference_engine::w8a8_gemm_fuse_bias_forward_cuda": check_w8a8_gemm_fuse_bias_forward_cuda,
+    "awq_inference_engine::awq_w8a8_gemm": check_awq_w8a8_gemm,
     "awq_inference_engine::invoke_quant": check_invoke_quant,
     "awq_inference_engine::rms_norm_general": check_rms_norm_general,
     "awq_inference_engine::gelu_and_quant": check_gelu_and_quant,

@@ -21,6 +21,7 @@ from torch.autograd import DeviceType
 
 import awq_inference_engine  # noqa: F401  (loads both extensions: registers the ops)
 from awq_kernels.quantization import pack_format_b, pack_format_c
+from tests.utils import sm90a_runs_here
 
 AIE = torch.ops.awq_inference_engine
 
@@ -135,6 +136,18 @@ def _w8a8(bias: bool) -> Builder:
     return build
 
 
+def w8a8_kernel_choice(device: torch.device) -> Call:
+    """The op with a kernel choice: wgmma where it runs (here with a K split and its reduce kernel)."""
+    wgmma = sm90a_runs_here(device)
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randint(-127, 128, (200, 16400), generator=gen, dtype=torch.int8).to(device)
+    w = torch.randint(-127, 128, (264, 16400), generator=gen, dtype=torch.int8).to(device)
+    wscales, ascales = (_rand(264, seed=1).abs() * 1e-4).to(device), (_rand(200, seed=2).abs() * 1e-3).to(device)
+    out = torch.empty(200, 264, dtype=torch.float16, device=device)
+    bias = _rand(264, seed=3).to(device)
+    return Call(AIE.awq_w8a8_gemm, (a, w, wscales, ascales, out, bias, "wgmma" if wgmma else "mma"), a)
+
+
 def invoke_quant(device: torch.device) -> Call:
     x = _rand(9, 1000).to(device)
     out, scale = torch.empty(9, 1000, dtype=torch.int8, device=device), torch.empty(9, dtype=torch.float16, device=device)
@@ -172,6 +185,7 @@ BUILDERS: dict[str, Builder] = {
     "fused_rope_with_pos_forward_func": fused_rope,
     "w8a8_gemm_forward_cuda": _w8a8(bias=False),
     "w8a8_gemm_fuse_bias_forward_cuda": _w8a8(bias=True),
+    "awq_w8a8_gemm(wgmma where it runs)": w8a8_kernel_choice,
     "invoke_quant": invoke_quant,
     "rms_norm_general": rms_norm_general,
     "silu_and_mul": silu_and_mul,

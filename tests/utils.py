@@ -1,10 +1,15 @@
-"""Helpers for kernel tests: error norms and output poisoning."""
+"""Helpers for kernel tests: error norms, output poisoning, golden cases, sm_90a builds and SASS."""
 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Optional
 
+import pytest
 import torch
 
 
@@ -48,3 +53,50 @@ def golden_bound(case: dict, dtype: torch.dtype) -> float:
     5% for the rounding noise of a different summation order (bf16 results sit at that floor)."""
     reference = case["reference"]
     return 1.05 * max(case["relerr_vs_reference"], relerr(reference.to(dtype), reference))
+
+
+def sm90a_built() -> bool:
+    """The extension has sm_90a (wgmma) kernels: 9.0 was in the arch list of a CUDA >= 12 build."""
+    import awq_kernels  # noqa: F401  (loads the extension and registers its ops)
+
+    return "sm90a=1" in torch.ops.awq_inference_engine.build_info()
+
+
+def sm90a_runs_here(device: Optional[torch.device] = None) -> bool:
+    """The sm_90a kernels can run on `device` (default: the current CUDA device)."""
+    return sm90a_built() and torch.cuda.is_available() and torch.cuda.get_device_capability(device) == (9, 0)
+
+
+def find_cuobjdump() -> Optional[str]:
+    """cuobjdump from $CUOBJDUMP, PATH, the toolkit that builds the package (build_env; CI installs
+    PyPI's cuobjdump and nvdisasm into it), or $CUDA_HOME / torch's CUDA_HOME."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    from awq_kernels import build_env
+
+    homes = [os.environ.get("CUDA_HOME"), CUDA_HOME]
+    try:
+        homes.insert(0, str(build_env.find_cuda_toolkit().home))
+    except build_env.BuildEnvError:
+        pass
+    candidates = [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump")]
+    candidates += [str(Path(home) / "bin" / "cuobjdump") for home in homes if home]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def sass_functions(library_glob: str, mangled_prefix: str) -> list[str]:
+    """SASS of each kernel whose mangled name starts with `mangled_prefix`, in the built extension
+    matching `library_glob` (e.g. "_awq_inference_engine*.so"); skips when cuobjdump is missing."""
+    import awq_kernels
+
+    cuobjdump = find_cuobjdump()
+    if cuobjdump is None:
+        pytest.skip("cuobjdump not found (set CUOBJDUMP or CUDA_HOME)")
+    library = next(Path(awq_kernels.__file__).parent.glob(library_glob))
+    # cuobjdump runs nvdisasm from PATH: its own directory first.
+    env = dict(os.environ, PATH=f"{Path(cuobjdump).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run([cuobjdump, "-sass", str(library)], capture_output=True, text=True, env=env)
+    if result.returncode != 0 and "nvdisasm" in result.stderr:
+        pytest.skip("cuobjdump found no nvdisasm (put it on PATH)")
+    assert result.returncode == 0, result.stderr
+    return [body for body in result.stdout.split("Function : ")[1:] if body.startswith(mangled_prefix)]

@@ -1,14 +1,25 @@
 """W8A8 GEMMs against torch._int_mm (cuBLASLt int8) followed by the same per-channel/per-token scaling
-(and bias) in torch, which costs extra passes over the int32 result."""
+(and bias) in torch, which costs extra passes over the int32 result.
+
+Cases without a kernel suffix are the compat ops (kernel "auto"); at M >= 256 (full runs) each kernel
+is also forced: "mma" (mma.sync) and, on an sm_90a build on a compute capability 9.0 GPU, "wgmma"."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Optional
 
 import torch
 
 import awq_inference_engine
 from benchmarks.harness import Case
+
+KERNEL_MIN_M = 256  # where the kernel choice matters (M <= 128 always runs mma.sync)
+
+
+def _wgmma_runs_here() -> bool:
+    return ("sm90a=1" in torch.ops.awq_inference_engine.build_info()
+            and torch.cuda.get_device_capability() == (9, 0))
 
 M_VALUES = (16, 256, 4096)
 KN_SHAPES = ((8192, 28672), (28672, 8192), (4096, 4096))  # 70B MLP up/gate and down, plus a square one
@@ -42,20 +53,29 @@ def cases(quick: bool) -> list[Case]:
             a_int_mm = torch.cat([a, a[: INT_MM_MIN_M - m]]) if m < INT_MM_MIN_M else a
             ascales = (torch.rand(m, device="cuda") * 0.01 + 1e-3).half()
             y = torch.empty(m, n, dtype=torch.float16, device="cuda")
-            for with_bias in (False, True) if not quick else (False,):
+            kernels = ["auto"]
+            if not quick and m >= KERNEL_MIN_M:
+                kernels += ["mma"] + (["wgmma"] if _wgmma_runs_here() else [])
+            for with_bias, kernel in itertools.product((False, True) if not quick else (False,), kernels):
                 nbytes = m * k + n * k + 2 * (n + m) + 2 * m * n + (2 * n if with_bias else 0)
-                if with_bias:
+                b = bias if with_bias else None
+                if kernel != "auto":
+                    def ours(a=a, w=w, wscales=wscales, ascales=ascales, y=y, b=b, kernel=kernel) -> None:
+                        torch.ops.awq_inference_engine.awq_w8a8_gemm(a, w, wscales, ascales, y, b, kernel)
+                elif with_bias:
                     def ours(a=a, w=w, wscales=wscales, ascales=ascales, y=y, bias=bias) -> None:
                         awq_inference_engine.w8a8_gemm_fuse_bias_forward_cuda(a, w, wscales, ascales, y, bias)
                 else:
                     def ours(a=a, w=w, wscales=wscales, ascales=ascales, y=y) -> None:
                         awq_inference_engine.w8a8_gemm_forward_cuda(a, w, wscales, ascales, y)
+                suffix = "" if kernel == "auto" else f" {kernel}"
                 out.append(Case(
-                    family="w8a8_gemm", name=f"{'bias ' if with_bias else ''}M{m} K{k} N{n}",
+                    family="w8a8_gemm", name=f"{'bias ' if with_bias else ''}M{m} K{k} N{n}{suffix}",
                     ours=ours,
-                    baseline=lambda a=a_int_mm, wt=wt, ws=wscales, s=ascales, b=bias if with_bias else None, m=m:
+                    baseline=lambda a=a_int_mm, wt=wt, ws=wscales, s=ascales, b=b, m=m:
                         _torch_path(a, wt, ws, s, b, m),
                     baseline_name="_int_mm+scale",
                     bytes_moved=nbytes, flops=2 * m * n * k,
+                    extra={"kernel": kernel},
                 ))
     return out

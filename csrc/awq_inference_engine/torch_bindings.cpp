@@ -49,6 +49,8 @@ TORCH_LIBRARY(awq_inference_engine, m) {
         "Tensor(a!) out_feats) -> ()");
   m.def("w8a8_gemm_fuse_bias_forward_cuda(Tensor in_feats, Tensor kernel, Tensor wscales, Tensor ascales, "
         "Tensor(a!) out_feats, Tensor bias) -> ()");
+  m.def("awq_w8a8_gemm(Tensor in_feats, Tensor weight, Tensor wscales, Tensor ascales, Tensor(a!) out_feats, "
+        "Tensor? bias=None, str kernel=\"auto\") -> ()");
   m.def("invoke_quant(Tensor(a!) out, Tensor input, Tensor(b!) scale) -> ()");
   m.def("rms_norm_general(Tensor(a!) out, Tensor input, Tensor weight, Tensor bias, Tensor(b!) scaling, "
         "float epsilon, bool use_per_token_quant=True) -> ()");
@@ -67,6 +69,7 @@ void register_impls(torch::Library& m) {
   m.impl("awq_w4a16_gemm", &awq::awq_w4a16_gemm);
   m.impl("w8a8_gemm_forward_cuda", &awq::w8a8_gemm_forward_cuda);
   m.impl("w8a8_gemm_fuse_bias_forward_cuda", &awq::w8a8_gemm_fuse_bias_forward_cuda);
+  m.impl("awq_w8a8_gemm", &awq::awq_w8a8_gemm);
   m.impl("rotary_embedding_neox", &awq::rotary_embedding_neox);
   m.impl("fused_rope_with_pos_forward_func", &awq::fused_rope_with_pos_forward_func);
   m.impl("silu_and_mul", &awq::silu_and_mul);

@@ -79,6 +79,12 @@ class ArgChecker {
     return hidden;
   }
 
+  // `t` holds one element per element of `ref`, in any shape (flat outputs of row-wise ops).
+  void same_numel(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) const {
+    check(t.numel() == ref.numel(), "argument '", name, "' must have as many elements as '", ref_name, "' ",
+          ref.sizes(), ", got shape ", t.sizes());
+  }
+
   // Exact shape; `what` describes it symbolically, e.g. "[N, K/8]".
   void shape(const at::Tensor& t, const char* name, c10::IntArrayRef expected, const char* what) const {
     check(t.sizes() == expected, "argument '", name, "' must have shape ", what, " = ", expected, ", got ",

@@ -12,7 +12,9 @@
 #include "w4a16/mma_gemm.cuh"
 #include "w4a16/mma_gemv.cuh"
 #include "w4a16/w4a16.h"
+#ifdef AWQ_KERNELS_SM90A  // CUDA >= 12.0, sm_90a
 #include "w4a16/wgmma_gemm.cuh"
+#endif
 
 namespace awq {
 namespace {

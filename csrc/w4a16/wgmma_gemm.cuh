@@ -5,8 +5,9 @@
 // CTA: 2 warpgroups (256 threads), kRows = 128 * kRT weight rows (kRT wgmma row tiles of 64 per
 // warpgroup) x kBN tokens, K in 64-wide tiles through a kStages-deep ring of shared-memory stages
 // filled by cp.async from every thread:
-//  * x tile [kBN][64] in T: 128 bytes per token row, the 128-byte swizzle of sm90.cuh (chunk c of row r
-//    at chunk c ^ (r % 8), tile 1024-byte aligned), read by wgmma through smem_desc_128b_swizzle.
+//  * x tile [kBN][64] in T: 128 bytes per token row in the 128-byte swizzle that TMA would write (chunk c
+//    of row r at chunk c ^ (r % 8), tile 1024-byte aligned), read by wgmma through
+//    sm90::smem_desc_128b_swizzle.
 //    Tokens past M and k past K are zero-filled (cp.async source size 0).
 //  * weight tile: the raw packed bytes of kRows rows x 64 codes (4 KiB per 128 rows) in the layout's own
 //    order, as the mma GEMM (MmaWeight<L> in mma_gemm.cuh); rows past N are zero-filled.
@@ -23,6 +24,7 @@
 //    after the wait; the other warpgroup's queued wgmma keep the tensor cores busy meanwhile. The
 //    constants are loaded one tile ahead.
 // Split K (blockIdx.y) writes fp32 partials that reduce_splits_kernel sums in order.
+// Include only in AWQ_KERNELS_SM90A builds (sm90.cuh needs CUDA >= 12.0).
 #pragma once
 
 #include <type_traits>
@@ -260,10 +262,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
   static_assert(kStageBytes % 1024 == 0, "stages must keep the 1024-byte alignment of the swizzle atoms");
 
   extern __shared__ uint8_t smem_raw[];
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  const uint32_t align = (1024u - (raw_addr & 1023u)) & 1023u;
-  uint8_t* smem = smem_raw + align;
-  const uint32_t smem_addr = raw_addr + align;
+  uint8_t* smem = smem_raw + ((1024u - (sm90::smem_addr(smem_raw) & 1023u)) & 1023u);
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -367,20 +366,20 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
   if constexpr (kBuffers == 2) load_constants(kt_begin + min(1, kt_count - 1), next);
   uint32_t frag[kBuffers][kRT][4][4];
   cp_async_wait<kStages - 2>();
-  fence_proxy_async();
+  sm90::fence_proxy_async();
   __syncthreads();
   dequantize(0, current, frag[0]);
 
   auto iteration = [&](auto buffer_tag, int i) {
     constexpr int kBuf = decltype(buffer_tag)::value;
-    const uint32_t x_addr = smem_addr + (i % kStages) * kStageBytes;
-    wgmma_fence();
+    const uint8_t* x_tile = smem + (i % kStages) * kStageBytes;
+    sm90::wgmma_fence();
 #pragma unroll
     for (int step = 0; step < 4; ++step)
 #pragma unroll
       for (int rt = 0; rt < kRT; ++rt)
-        WgmmaRs<T, kBN>::mma(acc[rt], frag[kBuf][rt][step], smem_desc_128b_swizzle(x_addr + 32 * step));
-    wgmma_commit_group();
+        WgmmaRs<T, kBN>::mma(acc[rt], frag[kBuf][rt][step], sm90::smem_desc_128b_swizzle(x_tile + 32 * step));
+    sm90::wgmma_commit_group();
     const bool more = i + 1 < kt_count;
     if (more) {
       if constexpr (kBuffers == 2) {
@@ -391,21 +390,21 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
       }
       // Commit groups so far: kStages - 1 + i (tiles 0 .. kStages - 2 + i); tile i + 1 must be complete.
       cp_async_wait<kStages - 3>();
-      fence_proxy_async();
+      sm90::fence_proxy_async();
       __syncthreads();
       const int refill = i + kStages - 1;  // into the stage of tile i - 1 (or the unused last one at i = 0)
       if (refill < kt_count) load_stage(refill % kStages, kt_begin + refill);
       cp_async_commit();
       if constexpr (kBuffers == 2) dequantize((i + 1) % kStages, current, frag[kBuf ^ 1]);
     }
-    wgmma_wait<0>();
+    sm90::wgmma_wait<0>();
     // Tile i's A registers stay allocated until its wgmma completed.
 #pragma unroll
     for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
       for (int step = 0; step < 4; ++step)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) wgmma_fence_operand(frag[kBuf][rt][step][r]);
+        for (int r = 0; r < 4; ++r) sm90::fence_register(frag[kBuf][rt][step][r]);
     if constexpr (kBuffers == 1) {
       if (more) dequantize((i + 1) % kStages, current, frag[0]);
     }
@@ -420,7 +419,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
 #pragma unroll
   for (int rt = 0; rt < kRT; ++rt)
 #pragma unroll
-    for (int i = 0; i < kAcc; ++i) wgmma_fence_operand(acc[rt][i]);
+    for (int i = 0; i < kAcc; ++i) sm90::fence_register(acc[rt][i]);
 
   // acc[rt][4j + e]: weight row n0 + row_of(rt) + 8 * (e >= 2), token m0 + 8j + 2t + (e & 1).
 #pragma unroll

@@ -75,8 +75,7 @@ void gelu_and_quant(const at::Tensor& out, const at::Tensor& input, const at::Te
   const int64_t hidden = c.hidden_size(input, "input");
   c.contiguous(input, "input");
   c.dtype(out, "out", at::kChar);
-  c.check(out.numel() == input.numel(), "argument 'out' must have as many elements as 'input' ", input.sizes(),
-          ", got shape ", out.sizes());
+  c.same_numel(out, "out", input, "input");
   c.contiguous(out, "out");
   const int64_t rows = input.numel() / hidden;
   c.dtype(scale_out, "scale_out", at::kHalf);

@@ -45,8 +45,7 @@ void invoke_quant(const at::Tensor& out, const at::Tensor& input, const at::Tens
   const int64_t hidden = c.hidden_size(input, "input");
   c.contiguous(input, "input");
   c.dtype(out, "out", at::kChar);
-  c.check(out.numel() == input.numel(), "argument 'out' must have as many elements as 'input' ", input.sizes(),
-          ", got shape ", out.sizes());
+  c.same_numel(out, "out", input, "input");
   c.contiguous(out, "out");
   c.dtype(scale, "scale", at::kHalf);
   c.contiguous(scale, "scale");

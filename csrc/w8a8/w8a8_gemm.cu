@@ -9,6 +9,9 @@
 #include "common/checks.h"
 #include "w8a8/w8a8_gemm.cuh"
 #include "w8a8/w8a8_gemm.h"
+#ifdef AWQ_KERNELS_SM90A  // CUDA >= 12.0 (tensor maps, sm_90a)
+#include "w8a8/w8a8_gemm_sm90.cuh"
+#endif
 
 namespace awq {
 namespace {
@@ -41,6 +44,8 @@ constexpr int kDefaultSmemLimit = 48 * 1024;  // dynamic shared memory a launch 
 
 // Largest K for which |acc| <= K * 128 * 128 cannot overflow the int32 accumulators.
 constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 128);
+
+enum class KernelChoice { kAuto, kMma, kWgmma };
 
 struct GemmArgs {
   const at::Tensor& in_feats;
@@ -140,63 +145,166 @@ int large_split_k_count(int M, int N, int K, int sm_count) {
   return splits;
 }
 
+// K slices per split and the number of (non-empty) splits for `splits` requested.
+struct SplitPlan {
+  int k_tiles_per_split;
+  int splits;
+};
+
+SplitPlan plan_splits(int k_tiles, int splits) {
+  const int per_split = splits == 1 ? k_tiles : (k_tiles + splits - 1) / splits;
+  return {per_split, splits == 1 ? 1 : (k_tiles + per_split - 1) / per_split};
+}
+
+struct Pointers {
+  const int8_t* a;
+  const int8_t* w;
+  const half* wscales;
+  const half* ascales;
+  const half* bias;  // null for the plain GEMM
+  half* out;
+  bool paired_stores;  // N even and out 4-byte aligned: the epilogue stores fp16 pairs
+};
+
+Pointers pointers(const GemmArgs& args, int N) {
+  return {static_cast<const int8_t*>(args.in_feats.data_ptr()),
+          static_cast<const int8_t*>(args.kernel.data_ptr()),
+          static_cast<const half*>(args.wscales.data_ptr()),
+          static_cast<const half*>(args.ascales.data_ptr()),
+          args.bias != nullptr ? static_cast<const half*>(args.bias->data_ptr()) : nullptr,
+          static_cast<half*>(args.out_feats.data_ptr()),
+          N % 2 == 0 && reinterpret_cast<uintptr_t>(args.out_feats.data_ptr()) % 4 == 0};
+}
+
+at::Tensor allocate_partials(const GemmArgs& args, int splits, int M, int N) {
+  return splits > 1 ? at::empty({splits, M, N}, args.in_feats.options().dtype(at::kInt)) : at::Tensor();
+}
+
+// Split-K second pass: out = epilogue(sum of the splits' partial sums).
+void reduce_splits(const Pointers& p, const int* partials, int splits, int M, int N, cudaStream_t stream) {
+  const int64_t outputs = static_cast<int64_t>(M) * N;
+  const auto blocks = static_cast<unsigned>((outputs + kReduceThreads - 1) / kReduceThreads);
+  if (p.bias != nullptr) {
+    w8a8::w8a8_split_k_reduce_kernel<true>
+        <<<blocks, kReduceThreads, 0, stream>>>(partials, splits, p.wscales, p.ascales, p.bias, p.out, M, N);
+  } else {
+    w8a8::w8a8_split_k_reduce_kernel<false>
+        <<<blocks, kReduceThreads, 0, stream>>>(partials, splits, p.wscales, p.ascales, p.bias, p.out, M, N);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Launches kernel<kPartials> (then the reduction) when K is split, else kernel<kScaleBias> or
+// kernel<kScale>; `launch_one(kernel_fn, partials)` does one launch.
+template <template <Epilogue> class Kernels, class LaunchOne>
+void launch_with_epilogue(const Pointers& p, int* partials, int splits, int M, int N, cudaStream_t stream,
+                          const LaunchOne& launch_one) {
+  if (splits > 1) {
+    launch_one(Kernels<Epilogue::kPartials>::fn, partials);
+    reduce_splits(p, partials, splits, M, N, stream);
+  } else if (p.bias != nullptr) {
+    launch_one(Kernels<Epilogue::kScaleBias>::fn, partials);
+  } else {
+    launch_one(Kernels<Epilogue::kScale>::fn, partials);
+  }
+}
+
+void check_tiles_and_smem(const ArgChecker& c, int64_t tiles, int smem_bytes, const cudaDeviceProp& prop, int M,
+                          int N) {
+  c.check(tiles <= std::numeric_limits<int32_t>::max(), "too many output tiles (M = ", M, ", N = ", N, ")");
+  c.check(static_cast<size_t>(smem_bytes) <= prop.sharedMemPerBlockOptin, "needs ", smem_bytes,
+          " bytes of shared memory per block, the GPU allows ", prop.sharedMemPerBlockOptin);
+}
+
+template <class Cfg>
+struct MmaKernels {
+  template <Epilogue EPILOGUE>
+  struct Of {
+    static constexpr auto fn = w8a8::w8a8_gemm_kernel<Cfg, EPILOGUE>;
+  };
+};
+
 template <class Cfg>
 void launch(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, int splits, const cudaDeviceProp& prop,
             cudaStream_t stream) {
   const int64_t tiles_m = (M + Cfg::kBlockM - 1) / Cfg::kBlockM;
   const int64_t tiles_n = (N + Cfg::kBlockN - 1) / Cfg::kBlockN;
-  c.check(tiles_m * tiles_n <= std::numeric_limits<int32_t>::max(), "too many output tiles (M = ", M, ", N = ", N,
-          ")");
-  c.check(static_cast<size_t>(Cfg::kSmemBytes) <= prop.sharedMemPerBlockOptin, "needs ", Cfg::kSmemBytes,
-          " bytes of shared memory per block, the GPU allows ", prop.sharedMemPerBlockOptin);
-  const int k_tiles = k_tile_count<Cfg>(K);
-  const int k_tiles_per_split = splits == 1 ? k_tiles : (k_tiles + splits - 1) / splits;
-  if (splits > 1) splits = (k_tiles + k_tiles_per_split - 1) / k_tiles_per_split;  // no empty split
-
-  const bool paired_stores = N % 2 == 0 && reinterpret_cast<uintptr_t>(args.out_feats.data_ptr()) % 4 == 0;
-  const auto* a = static_cast<const int8_t*>(args.in_feats.data_ptr());
-  const auto* w = static_cast<const int8_t*>(args.kernel.data_ptr());
-  const auto* ws = static_cast<const half*>(args.wscales.data_ptr());
-  const auto* as = static_cast<const half*>(args.ascales.data_ptr());
-  const half* bias = args.bias != nullptr ? static_cast<const half*>(args.bias->data_ptr()) : nullptr;
-  auto* out = static_cast<half*>(args.out_feats.data_ptr());
-  at::Tensor partials;
-  if (splits > 1) partials = at::empty({splits, M, N}, args.in_feats.options().dtype(at::kInt));
-  int* partials_ptr = splits > 1 ? partials.data_ptr<int>() : nullptr;
-
-  const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(splits));
-  const auto run = [&](auto kernel_fn) {
-    if constexpr (Cfg::kSmemBytes > kDefaultSmemLimit) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
-    }
-    kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, w, ws, as, bias, out, partials_ptr, M, N, K,
-                                                                static_cast<int>(tiles_m), static_cast<int>(tiles_n),
-                                                                k_tiles_per_split, paired_stores);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  };
-  if (splits > 1) {
-    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kPartials>);
-    const int64_t outputs = static_cast<int64_t>(M) * N;
-    const auto blocks = static_cast<unsigned>((outputs + kReduceThreads - 1) / kReduceThreads);
-    if (bias != nullptr) {
-      w8a8::w8a8_split_k_reduce_kernel<true>
-          <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
-    } else {
-      w8a8::w8a8_split_k_reduce_kernel<false>
-          <<<blocks, kReduceThreads, 0, stream>>>(partials_ptr, splits, ws, as, bias, out, M, N);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return;
-  }
-  if (bias != nullptr) {
-    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScaleBias>);
-  } else {
-    run(w8a8::w8a8_gemm_kernel<Cfg, Epilogue::kScale>);
-  }
+  check_tiles_and_smem(c, tiles_m * tiles_n, Cfg::kSmemBytes, prop, M, N);
+  const SplitPlan plan = plan_splits(k_tile_count<Cfg>(K), splits);
+  const Pointers p = pointers(args, N);
+  at::Tensor partials = allocate_partials(args, plan.splits, M, N);
+  const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(plan.splits));
+  launch_with_epilogue<MmaKernels<Cfg>::template Of>(
+      p, partials.defined() ? partials.data_ptr<int>() : nullptr, plan.splits, M, N, stream,
+      [&](auto kernel_fn, int* partials_ptr) {
+        if constexpr (Cfg::kSmemBytes > kDefaultSmemLimit) {
+          C10_CUDA_CHECK(
+              cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+        }
+        kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+            p.a, p.w, p.wscales, p.ascales, p.bias, p.out, partials_ptr, M, N, K, static_cast<int>(tiles_m),
+            static_cast<int>(tiles_n), plan.k_tiles_per_split, p.paired_stores);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
 }
 
-void w8a8_gemm(const char* op, const GemmArgs& args) {
+#ifdef AWQ_KERNELS_SM90A
+template <Epilogue EPILOGUE>
+struct WgmmaKernel {
+  static constexpr auto fn = w8a8::w8a8_wgmma_kernel<EPILOGUE>;
+};
+
+// The sm_90a kernel (w8a8_gemm_sm90.cuh): operands through TMA tensor maps (boxes of 128-byte K
+// slices with the 128-byte swizzle; K % 16 == 0 and 16-byte aligned bases, as validate() checks).
+void launch_wgmma(const ArgChecker& c, const GemmArgs& args, int M, int N, int K, int splits,
+                  const cudaDeviceProp& prop, cudaStream_t stream) {
+  using Cfg = w8a8::WgmmaConfig;
+  const int64_t tiles_m = (M + Cfg::kBlockM - 1) / Cfg::kBlockM;
+  const int64_t tiles_n = (N + Cfg::kBlockN - 1) / Cfg::kBlockN;
+  check_tiles_and_smem(c, tiles_m * tiles_n, Cfg::kSmemBytes, prop, M, N);
+  const SplitPlan plan = plan_splits((K + Cfg::kBlockK - 1) / Cfg::kBlockK, splits);
+  const Pointers p = pointers(args, N);
+  CUtensorMap a_map;
+  CUtensorMap w_map;
+  sm90::encode_tensor_map_2d(&a_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a, M, K, K, Cfg::kBlockM, Cfg::kBlockK,
+                             CU_TENSOR_MAP_SWIZZLE_128B);
+  sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.w, N, K, K, Cfg::kBlockN, Cfg::kBlockK,
+                             CU_TENSOR_MAP_SWIZZLE_128B);
+  at::Tensor partials = allocate_partials(args, plan.splits, M, N);
+  const dim3 grid(static_cast<unsigned>(tiles_m * tiles_n), static_cast<unsigned>(plan.splits));
+  launch_with_epilogue<WgmmaKernel>(
+      p, partials.defined() ? partials.data_ptr<int>() : nullptr, plan.splits, M, N, stream,
+      [&](auto kernel_fn, int* partials_ptr) {
+        C10_CUDA_CHECK(cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+        kernel_fn<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+            a_map, w_map, p.wscales, p.ascales, p.bias, p.out, partials_ptr, M, N, K, static_cast<int>(tiles_m),
+            static_cast<int>(tiles_n), plan.k_tiles_per_split, p.paired_stores);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+}
+#endif
+
+// Whether the sm_90a wgmma kernel can run here: built for sm_90a and a compute capability 9.0 GPU.
+bool wgmma_available(const cudaDeviceProp& prop) {
+#ifdef AWQ_KERNELS_SM90A
+  return prop.major == 9 && prop.minor == 0;
+#else
+  (void)prop;
+  return false;
+#endif
+}
+
+KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
+  if (kernel == "auto") return KernelChoice::kAuto;
+  if (kernel == "mma") return KernelChoice::kMma;
+  if (kernel == "wgmma") return KernelChoice::kWgmma;
+  c.check(false, "argument 'kernel' must be \"auto\", \"mma\" or \"wgmma\", got \"", kernel, "\"");
+  return KernelChoice::kAuto;
+}
+
+void w8a8_gemm(const char* op, const GemmArgs& args, c10::string_view kernel = "auto") {
   const ArgChecker c(op);
+  const KernelChoice choice = parse_kernel(c, kernel);
   validate(c, args);
   const int M = static_cast<int>(args.in_feats.size(0));
   const int K = static_cast<int>(args.in_feats.size(1));
@@ -207,11 +315,25 @@ void w8a8_gemm(const char* op, const GemmArgs& args) {
   const cudaDeviceProp& prop = *at::cuda::getCurrentDeviceProperties();
   c.check(prop.major >= 8, "needs a GPU of compute capability >= 8.0 (int8 mma.sync, ldmatrix, cp.async), got ",
           prop.name, " (sm_", prop.major, prop.minor, ")");
+  const bool wgmma = wgmma_available(prop);
+  c.check(choice != KernelChoice::kWgmma || wgmma,
+          "kernel \"wgmma\" needs a build for compute capability 9.0 (sm_90a, CUDA >= 12.0) running on a compute ",
+          "capability 9.0 GPU, got ", prop.name, " (sm_", prop.major, prop.minor, ")");
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  // The large tile only when M is large and its tiles fill the GPU, alone or split along a long K;
-  // else the medium tile (which also splits K when its tiles do not fill the GPU either).
   const int sms = prop.multiProcessorCount;
   const int large_splits = large_split_k_count(M, N, K, sms);
+#ifdef AWQ_KERNELS_SM90A
+  // wgmma on request, or (auto) wherever the mma.sync choice below would take its large tile (the
+  // same 128 x 256 tile and K splits); K = 0 has no K slice to load: the mma.sync path writes the
+  // epilogue of zero sums.
+  const bool large = M > 128 && (tile_count<LargeConfig>(M, N) >= sms || large_splits > 1);
+  if (K > 0 && (choice == KernelChoice::kWgmma || (choice == KernelChoice::kAuto && wgmma && large))) {
+    launch_wgmma(c, args, M, N, K, large_splits, prop, stream);
+    return;
+  }
+#endif
+  // mma.sync: the large tile only when M is large and its tiles fill the GPU, alone or split along
+  // a long K; else the medium tile (which also splits K when its tiles do not fill the GPU either).
   if (M <= 16) {
     launch<SmallConfig>(c, args, M, N, K, split_k_count<SmallConfig>(M, N, K, sms), prop, stream);
   } else if (M <= 128 || (tile_count<LargeConfig>(M, N) < sms && large_splits == 1)) {
@@ -232,6 +354,12 @@ void w8a8_gemm_fuse_bias_forward_cuda(const at::Tensor& in_feats, const at::Tens
                                       const at::Tensor& wscales, const at::Tensor& ascales,
                                       const at::Tensor& out_feats, const at::Tensor& bias) {
   w8a8_gemm("w8a8_gemm_fuse_bias_forward_cuda", {in_feats, kernel, wscales, ascales, out_feats, &bias});
+}
+
+void awq_w8a8_gemm(const at::Tensor& in_feats, const at::Tensor& weight, const at::Tensor& wscales,
+                   const at::Tensor& ascales, const at::Tensor& out_feats, const std::optional<at::Tensor>& bias,
+                   c10::string_view kernel) {
+  w8a8_gemm("awq_w8a8_gemm", {in_feats, weight, wscales, ascales, out_feats, bias ? &*bias : nullptr}, kernel);
 }
 
 }  // namespace awq

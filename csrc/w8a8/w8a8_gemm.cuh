@@ -155,6 +155,46 @@ __device__ __forceinline__ half scale_output(int acc, const half* __restrict__ w
   }
 }
 
+// One output row m (< M) of a CTA's tile in the epilogue: stores pairs of sums at columns (n, n+1)
+// (n even relative to the tile, n + 1 may be >= N), as raw int32 partial sums of this CTA's K split
+// (partials[blockIdx.y][m][n]) or through the spec's epilogue into out[m][n] (paired fp16 stores
+// when `paired_stores`: N even and out 4-byte aligned, so the pair is in range and aligned).
+template <Epilogue EPILOGUE>
+struct OutputRow {
+  half* out_row = nullptr;
+  int* partial_row = nullptr;
+  float a_scale = 0.0f;
+
+  __device__ __forceinline__ OutputRow(int m, int M, int N, half* out, int* partials, const half* ascales) {
+    const int64_t row_offset = static_cast<int64_t>(m) * N;
+    if constexpr (EPILOGUE == Epilogue::kPartials) {
+      partial_row = partials + static_cast<int64_t>(blockIdx.y) * M * N + row_offset;
+    } else {
+      out_row = out + row_offset;
+      a_scale = __half2float(ascales[m]);
+    }
+  }
+
+  __device__ __forceinline__ void store_pair(int v0, int v1, int n, int N, const half* __restrict__ wscales,
+                                             const half* __restrict__ bias, bool paired_stores) const {
+    if (n >= N) return;
+    if constexpr (EPILOGUE == Epilogue::kPartials) {
+      partial_row[n] = v0;
+      if (n + 1 < N) partial_row[n + 1] = v1;
+    } else {
+      constexpr bool kBias = EPILOGUE == Epilogue::kScaleBias;
+      const half first = scale_output<kBias>(v0, wscales, bias, a_scale, n);
+      if (paired_stores) {
+        const half second = scale_output<kBias>(v1, wscales, bias, a_scale, n + 1);
+        *reinterpret_cast<__half2*>(out_row + n) = __halves2half2(first, second);
+      } else {
+        out_row[n] = first;
+        if (n + 1 < N) out_row[n + 1] = scale_output<kBias>(v1, wscales, bias, a_scale, n + 1);
+      }
+    }
+  }
+};
+
 // One CTA per output tile (and K range); tiles are numbered so that kGroupM consecutive M tiles share each N
 // tile while they are resident together (W, the big operand, is then read from DRAM about
 // ceil(tiles_m / kGroupM) times instead of tiles_m times).
@@ -300,34 +340,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     for (int half_row = 0; half_row < 2; ++half_row) {
       const int m = m0 + warp_m0 + i * 16 + lane / 4 + half_row * 8;
       if (m >= M) continue;
-      const int64_t row_offset = static_cast<int64_t>(m) * N;
-      if constexpr (EPILOGUE == Epilogue::kPartials) {
-        int* partial_row = partials + static_cast<int64_t>(blockIdx.y) * M * N + row_offset;
+      const OutputRow<EPILOGUE> row(m, M, N, out, partials, ascales);
 #pragma unroll
-        for (int j = 0; j < Cfg::kFragsN; ++j) {
-          const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
-          if (n < N) partial_row[n] = acc[i][j][half_row * 2];
-          if (n + 1 < N) partial_row[n + 1] = acc[i][j][half_row * 2 + 1];
-        }
-      } else {
-        const float a_scale = __half2float(ascales[m]);
-        half* out_row = out + row_offset;
-#pragma unroll
-        for (int j = 0; j < Cfg::kFragsN; ++j) {
-          const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
-          if (n >= N) continue;
-          constexpr bool kBias = EPILOGUE == Epilogue::kScaleBias;
-          const half first = scale_output<kBias>(acc[i][j][half_row * 2], wscales, bias, a_scale, n);
-          if (paired_stores) {  // N even and `out` 4-byte aligned, so n + 1 < N and the pair is aligned
-            const half second = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
-            *reinterpret_cast<__half2*>(out_row + n) = __halves2half2(first, second);
-          } else {
-            out_row[n] = first;
-            if (n + 1 < N) {
-              out_row[n + 1] = scale_output<kBias>(acc[i][j][half_row * 2 + 1], wscales, bias, a_scale, n + 1);
-            }
-          }
-        }
+      for (int j = 0; j < Cfg::kFragsN; ++j) {
+        const int n = n0 + warp_n0 + j * 8 + (lane % 4) * 2;
+        row.store_pair(acc[i][j][half_row * 2], acc[i][j][half_row * 2 + 1], n, N, wscales, bias, paired_stores);
       }
     }
   }

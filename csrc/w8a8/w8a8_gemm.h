@@ -2,6 +2,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <optional>
+#include <c10/util/string_view.h>
 
 namespace awq {
 
@@ -17,5 +19,12 @@ void w8a8_gemm_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel
 void w8a8_gemm_fuse_bias_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel,
                                       const at::Tensor& wscales, const at::Tensor& ascales,
                                       const at::Tensor& out_feats, const at::Tensor& bias);
+
+// Both of the above in one op (bias optional) with a kernel choice, for tests and benchmarks:
+// "auto" (what the two ops above do), "mma" (mma.sync, sm_80+) or "wgmma" (sm_90a builds on compute
+// capability 9.0 GPUs). The weight is `kernel` of the ops above.
+void awq_w8a8_gemm(const at::Tensor& in_feats, const at::Tensor& weight, const at::Tensor& wscales,
+                   const at::Tensor& ascales, const at::Tensor& out_feats, const std::optional<at::Tensor>& bias,
+                   c10::string_view kernel);
 
 }  // namespace awq

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import awq_inference_engine as aie
-from awq_kernels import _extension, ops
-from tests.utils import golden_bound, relerr
+from awq_kernels import ops
+from tests.utils import golden_bound, relerr, sm90a_built, sm90a_runs_here
 
 quantization = pytest.importorskip("awq_kernels.quantization", reason="packers come from the w4a16-py branch")
 
@@ -24,18 +24,11 @@ TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 
 
-def wgmma_unavailable() -> str | None:
-    """Why kernel "wgmma" cannot run here (None when it can): it needs sm_90a SASS and an sm_90 GPU."""
-    if _extension.build_info("awq_inference_engine").get("sm90a") != "1":
-        return "this build has no sm_90a code (TORCH_CUDA_ARCH_LIST without 9.0, or CUDA < 12.0)"
-    if torch.cuda.get_device_capability() != (9, 0):
-        return f"kernel wgmma needs compute capability 9.0, this GPU is {torch.cuda.get_device_capability()}"
-    return None
-
-
 def require(kernel: str) -> None:
-    if kernel == "wgmma" and (reason := wgmma_unavailable()) is not None:
-        pytest.skip(reason)
+    """Kernel "wgmma" needs an sm_90a build and a compute capability 9.0 GPU."""
+    if kernel == "wgmma" and not sm90a_runs_here():
+        pytest.skip("kernel wgmma: no sm_90a code in this build" if not sm90a_built()
+                    else f"kernel wgmma needs compute capability 9.0, not {torch.cuda.get_device_capability()}")
 
 
 class Packed(NamedTuple):
@@ -215,9 +208,8 @@ def test_wgmma_long_k(layout: str, dtype: torch.dtype) -> None:
         check(run_new_op(x, w, 128, layout, "wgmma"), x, w, dtype, f"M={m}")
 
 
+@pytest.mark.skipif(sm90a_runs_here(), reason="the wgmma kernel runs here")
 def test_wgmma_unavailable_error() -> None:
-    if wgmma_unavailable() is None:
-        pytest.skip("kernel wgmma runs on this GPU and build")
     w = make_weight(4 * 37, 128 * 7, 128, torch.float16, "v2")
     x = torch.randn(20, 128 * 7, dtype=torch.float16, device="cuda")
     with pytest.raises(RuntimeError, match='kernel "wgmma" needs an sm_90a build and a compute capability 9.0'):

@@ -10,7 +10,7 @@ import torch
 
 import awq_inference_engine
 from awq_kernels.ops import w8a8_linear
-from tests.utils import poison
+from tests.utils import poison, sass_functions, sm90a_built, sm90a_runs_here
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 M_SWEEP = [1, 7, 16, 17, 100, 128, 129, 256, 257, 1000, 4096]  # crosses every tile config's boundaries
@@ -181,6 +181,103 @@ def test_w8a8_linear_wrapper() -> None:
     assert_within_one_ulp(out.reshape(6, 48), reference(x.reshape(6, 128), w, wscales, ascales, bias))
 
 
+# --- the kernel choice: mma.sync (sm_80+) and the Hopper wgmma kernel, each forced ---
+
+KERNELS = [
+    "mma",
+    pytest.param("wgmma", marks=pytest.mark.skipif(not sm90a_runs_here(),
+                                                   reason="needs an sm_90a build and a compute capability 9.0 GPU")),
+]
+# M tails of the 128-row tile (1, 100, 129, 257), N tails of the 256-column tile (8, 200, 264, 1000,
+# 8200), K tails of the 128-byte slice (64, 96, 112, 4112) and forced K splits with a tail in the
+# last split (16400 with one or few tiles: 2 splits of 65 and 64 slices).
+KERNEL_SHAPES = [(1, 8, 64), (7, 200, 96), (100, 264, 4096), (129, 136, 8192), (257, 1000, 112), (300, 8200, 96),
+                 (40, 136, 16400), (257, 1000, 16400), (1000, 264, 4112), (4096, 512, 1024)]
+
+
+def run_kernel(a: torch.Tensor, w: torch.Tensor, wscales: torch.Tensor, ascales: torch.Tensor,
+               bias: Optional[torch.Tensor], kernel: str) -> torch.Tensor:
+    out = poison(torch.empty(a.shape[0], w.shape[0], dtype=torch.float16, device=a.device))
+    torch.ops.awq_inference_engine.awq_w8a8_gemm(a, w, wscales, ascales, out, bias, kernel)
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "bias"])
+@pytest.mark.parametrize("m,n,k", KERNEL_SHAPES)
+def test_kernel_within_one_ulp_and_equal_to_auto(m: int, n: int, k: int, fused: bool, kernel: str) -> None:
+    """Each kernel within 1 ulp of the spec, and bit-identical to the compat op (whichever kernel that
+    picks: both sum exactly in int32 and round through the same epilogue)."""
+    a, w = nonzero_int8(m, k), nonzero_int8(n, k)
+    wscales, ascales = random_scales(n), random_scales(m)
+    bias = torch.randn(n, device="cuda").half() if fused else None
+    out = run_kernel(a, w, wscales, ascales, bias, kernel)
+    assert_within_one_ulp(out, reference(a, w, wscales, ascales, bias))
+    assert torch.equal(out, run(a, w, wscales, ascales, bias))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("m,n,k", [(1, 8, 64), (129, 264, 2064), (300, 8200, 96), (40, 136, 16400)])
+def test_kernel_int32_sums_bit_exact(m: int, n: int, k: int, kernel: str) -> None:
+    """+-1 entries and unit scales: every sum is exact in fp16, so out == acc exactly (all M/N/K tails)."""
+    a, w = random_signs(m, k), random_signs(n, k)
+    acc = exact_acc(a, w)
+    assert acc.abs().max().item() <= 2048, "sums must be exactly representable in fp16 for this test"
+    ones_n = torch.ones(n, dtype=torch.float16, device="cuda")
+    ones_m = torch.ones(m, dtype=torch.float16, device="cuda")
+    assert torch.equal(run_kernel(a, w, ones_n, ones_m, None, kernel).double(), acc)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_extreme_values_and_k_zero(kernel: str) -> None:
+    """All -128 / 127 operands (|acc| = K * 16384, exact in fp16 after the power-of-two scales), and
+    K = 0 (the epilogue of zero sums: out = bias)."""
+    m, n, k = 200, 264, 1024
+    a = torch.full((m, k), -128, dtype=torch.int8, device="cuda")
+    w = torch.full((n, k), -128, dtype=torch.int8, device="cuda")
+    w[1::2] = 127
+    scale = torch.full((n,), 2.0**-12, dtype=torch.float16, device="cuda")
+    out = run_kernel(a, w, scale, torch.full((m,), 2.0**-12, dtype=torch.float16, device="cuda"), None, kernel)
+    assert torch.equal(out.double(), exact_acc(a, w) * 2.0**-24)
+    bias = torch.randn(n, device="cuda").half()
+    empty_k = run_kernel(a[:, :0].contiguous(), w[:, :0].contiguous(), scale, random_scales(m), bias, kernel)
+    assert torch.equal(empty_k, bias.expand(m, n))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(sm90a_runs_here(), reason="the wgmma kernel runs here")
+def test_wgmma_refused_where_it_cannot_run() -> None:
+    a, w = nonzero_int8(4, 64), nonzero_int8(8, 64)
+    with pytest.raises(RuntimeError, match=r"kernel \"wgmma\" needs a build for compute capability 9.0"):
+        run_kernel(a, w, random_scales(8), random_scales(4), None, "wgmma")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_w8a8_linear_kernel_choice(kernel: str) -> None:
+    x, w = nonzero_int8(2, 150, 256), nonzero_int8(264, 256)
+    wscales, ascales = random_scales(264), random_scales(300).reshape(2, 150, 1)
+    bias = torch.randn(264, device="cuda").half()
+    out = w8a8_linear(x, w, wscales, ascales, bias, kernel=kernel)
+    assert out.shape == (2, 150, 264)
+    assert_within_one_ulp(out.reshape(300, 264), reference(x.reshape(300, 256), w, wscales, ascales, bias))
+
+
+def test_wgmma_kernel_is_igmma_in_sass() -> None:
+    """The sm_90a build's W8A8 wgmma kernel is Hopper IGMMA in SASS (not an emulation or mma.sync)."""
+    if not sm90a_built():
+        pytest.skip("built without compute capability 9.0 (no sm_90a kernels)")
+    wgmma = sass_functions("_awq_inference_engine*.so", "_ZN3awq4w8a817w8a8_wgmma_kernel")
+    assert len(wgmma) == 3, "one wgmma kernel per epilogue (scale, scale + bias, partial sums)"
+    for body in wgmma:
+        assert "IGMMA.64x256x32.S8.S8" in body
+        assert "UTMALDG.2D" in body
+        assert "LDL" not in body and "STL" not in body, "no local-memory spills"
+
+
 def golden_w8a8_cases() -> list[str]:
     cases = torch.load(GOLDEN, weights_only=True)["cases"]
     return [name for name in cases if name.startswith("w8a8_gemm_")]
@@ -285,6 +382,13 @@ def test_k_too_large_for_int32() -> None:
     args = cpu_args(m=1, n=1, k=k)
     with pytest.raises(RuntimeError, match=r"must be <= 131071 so that the int32 accumulators cannot overflow"):
         call(args, fused=False)
+
+
+def test_bad_kernel_choice() -> None:
+    args = cpu_args()
+    with pytest.raises(RuntimeError, match=r'^awq_w8a8_gemm: .*\'kernel\' must be "auto", "mma" or "wgmma", got "tma"'):
+        torch.ops.awq_inference_engine.awq_w8a8_gemm(args["in_feats"], args["kernel"], args["wscales"],
+                                                     args["ascales"], args["out_feats"], None, "tma")
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["plain", "bias"])
