@@ -13,7 +13,8 @@ from benchmarks.harness import Case
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672), (28672, 8192)]  # (K, N)
 MS = [1, 4, 16, 64, 128, 256, 1024, 4096]
-WGMMA_MS = (16, 64, 128, 256, 1024, 4096)  # explicit "wgmma" variants (auto takes it on H100 from M = 9)
+# Explicit "wgmma" variants (auto takes it on H100 from M = 9; M = 4 against "gemv" to place that threshold).
+WGMMA_MS = (4, 16, 64, 128, 256, 1024, 4096)
 MMA_MS = (16, 64, 128, 256)  # explicit "mma" variants: the mma.sync GEMM that wgmma must beat
 GROUP = 128
 DTYPE = torch.float16
