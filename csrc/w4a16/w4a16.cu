@@ -284,6 +284,8 @@ WgmmaTile wgmma_tile(int64_t m, int64_t n, int sms) {
 // 256 threads and up to 181 KiB of shared memory (1 CTA per SM from a 128-token tile; 2 below): split
 // K until the CTAs fill the SMs' CTA slots, keeping at least 8 k tiles (512 of K) per split so that
 // the ring fills. For small M (weight streaming) the fp32 partials are small next to the weights.
+// A caller's split (gemm_forward_cuda's split_k_iters, tuned for the original kernel; WQLinear passes
+// 8) only caps it: at large M it would multiply the output traffic by 8 fp32 partials.
 template <typename T, Layout L, int kRT, int kBN>
 void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                   int64_t user_splits, cudaStream_t stream) {
@@ -294,7 +296,8 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
   const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
   const int64_t ctas_per_sm = kBN <= 64 ? 2 : 1;
-  const int64_t splits = gemm_splits(tiles, k_tiles, ctas_per_sm * wgmma_target_ctas(sms), 8, user_splits);
+  const int64_t own = gemm_splits(tiles, k_tiles, ctas_per_sm * wgmma_target_ctas(sms), 8, 0);
+  const int64_t splits = user_splits > 0 ? std::min(own, user_splits) : own;
   at::Tensor partial;
   if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
   constexpr int kSmem = w4a16::wgmma_smem_bytes<kRT, kBN>();

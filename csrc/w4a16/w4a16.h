@@ -8,7 +8,8 @@
 namespace awq {
 
 // llm-awq, Format B (TinyChat v1): in_feats [M, K], qweight int32 [N, K/8], scales [N, Gp],
-// qzeros int32 [N, Zw]; returns [M, N]. split_k_iters (>= 1) is the tensor-core path's K split.
+// qzeros int32 [N, Zw]; returns [M, N]. split_k_iters (>= 1) is the mma GEMM's K split and an upper
+// bound on the wgmma GEMM's (sm_90a), which otherwise chooses its own.
 at::Tensor gemm_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel, const at::Tensor& scaling_factors,
                              const at::Tensor& zeros, int64_t group_size, int64_t split_k_iters);
 at::Tensor gemv_forward_cuda(const at::Tensor& in_feats, const at::Tensor& kernel, const at::Tensor& scaling_factors,
