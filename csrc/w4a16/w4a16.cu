@@ -258,8 +258,8 @@ void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tenso
 }
 
 #ifdef AWQ_KERNELS_SM90A
-// The CTAs of a wgmma launch that count as "the SMs covered" (7/8 of them): a 0.97-wave grid such as
-// 128 tiles on 132 SMs is left alone, since a K split would add fp32 partial traffic for 3% more SMs.
+// The CTAs of a wgmma grid that count as "the SMs covered" when choosing the tile (7/8 of them: 128
+// tiles on 132 SMs keep the larger tile).
 int64_t wgmma_target_ctas(int sms) { return sms - sms / 8; }
 
 // The wgmma CTA tile for M rows: kRT row tiles of 64 per warpgroup (CTA rows = 128 * kRT) x kBN tokens.
@@ -281,9 +281,10 @@ WgmmaTile wgmma_tile(int64_t m, int64_t n, int sms) {
   return {1, 64};
 }
 
-// 256 threads and up to 181 KiB of shared memory (1 CTA per SM from a 128-token tile; 2 below): split
-// K until the CTAs fill the SMs' CTA slots, keeping at least 8 k tiles (512 of K) per split so that
-// the ring fills. For small M (weight streaming) the fp32 partials are small next to the weights.
+// 256 threads and up to 181 KiB of shared memory (1 CTA per SM from a 128-token tile; 2 below): the
+// largest K split whose CTAs still fit in one wave of CTA slots (more would leave a partial second
+// wave), keeping at least 8 k tiles (512 of K) per split so that the ring fills. It splits only grids
+// that leave SMs idle; for small M (weight streaming) the fp32 partials are small next to the weights.
 // A caller's split (gemm_forward_cuda's split_k_iters, tuned for the original kernel; WQLinear passes
 // 8) only caps it: at large M it would multiply the output traffic by 8 fp32 partials.
 template <typename T, Layout L, int kRT, int kBN>
@@ -295,8 +296,9 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   const int64_t tiles = m_tiles * n_tiles;
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
   const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
-  const int64_t ctas_per_sm = kBN <= 64 ? 2 : 1;
-  const int64_t own = gemm_splits(tiles, k_tiles, ctas_per_sm * wgmma_target_ctas(sms), 8, 0);
+  const int64_t slots = (kBN <= 64 ? 2 : 1) * static_cast<int64_t>(sms);
+  int64_t own = 1;
+  while (tiles * (own + 1) <= slots && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
   const int64_t splits = user_splits > 0 ? std::min(own, user_splits) : own;
   at::Tensor partial;
   if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
