@@ -221,18 +221,6 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
   }
 }
 
-// The K split of a tiled GEMM: `user_splits` if non-zero, else the fewest splits that give at least
-// `target_ctas` CTAs while keeping `min_k_tiles` k tiles per split; at most k_tiles (every split gets
-// a tile) and the grid's y limit.
-int64_t gemm_splits(int64_t tiles, int64_t k_tiles, int64_t target_ctas, int64_t min_k_tiles, int64_t user_splits) {
-  int64_t splits = user_splits;
-  if (splits == 0) {
-    splits = 1;
-    while (tiles * splits < target_ctas && k_tiles / (splits + 1) >= min_k_tiles) ++splits;
-  }
-  return std::max<int64_t>(1, std::min({splits, k_tiles, int64_t{65535}}));
-}
-
 template <typename T, Layout L, int kBM, int kWarpsM, int kWarpsN>
 void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms, int64_t user_splits,
                 cudaStream_t stream) {
@@ -241,7 +229,12 @@ void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tenso
   const int64_t tiles = m_tiles * n_tiles;
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
   const int64_t k_tiles = (p.k + w4a16::kMmaBK - 1) / w4a16::kMmaBK;
-  const int64_t splits = gemm_splits(tiles, k_tiles, 2 * sms, 4, user_splits);  // fill the SMs twice over
+  int64_t splits = user_splits;
+  if (splits == 0) {  // fill the SMs twice over, keeping at least 4 k tiles per split
+    splits = 1;
+    while (tiles * splits < 2 * sms && k_tiles / (splits + 1) >= 4) ++splits;
+  }
+  splits = std::max<int64_t>(1, std::min({splits, k_tiles, int64_t{65535}}));
   at::Tensor partial;
   if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
   constexpr int kSmem = w4a16::kMmaStages * w4a16::mma_stage_bytes<kBM>();
