@@ -12,7 +12,10 @@ from awq_kernels import ops
 from benchmarks.harness import Case
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672), (28672, 8192)]  # (K, N)
-MS = [1, 4, 16, 64, 256, 1024, 4096]
+MS = [1, 4, 16, 64, 128, 256, 1024, 4096]
+# Explicit "wgmma" variants (auto takes it on H100 from M = 9; M = 4 against "gemv" to place that threshold).
+WGMMA_MS = (4, 16, 64, 128, 256, 1024, 4096)
+MMA_MS = (16, 64, 128, 256)  # explicit "mma" variants: the mma.sync GEMM that wgmma must beat
 GROUP = 128
 DTYPE = torch.float16
 
@@ -34,7 +37,13 @@ def _weights(k: int, n: int, layout: str) -> tuple[torch.Tensor, torch.Tensor, t
     return qweight, scales, zeros
 
 
+def _wgmma_runs_here() -> bool:
+    """Kernel "wgmma" runs only from an sm_90a build on a compute capability 9.0 GPU."""
+    return "sm90a=1" in torch.ops.awq_inference_engine.build_info() and torch.cuda.get_device_capability() == (9, 0)
+
+
 def cases(quick: bool) -> list[Case]:
+    wgmma_ms = WGMMA_MS if _wgmma_runs_here() else ()
     shapes = [(4096, 4096), (28672, 8192)] if quick else SHAPES
     ms = [1, 16, 64, 1024] if quick else MS
     out: list[Case] = []
@@ -47,7 +56,11 @@ def cases(quick: bool) -> list[Case]:
                 x = torch.randn(m, k, dtype=DTYPE, device="cuda")
                 kernels = ["auto"]
                 if layout == "v2" and m <= 16:
-                    kernels += ["gemv", "mma"]  # to place the auto threshold
+                    kernels += ["gemv"]  # to place the auto threshold
+                if layout == "v2" and m in MMA_MS:
+                    kernels += ["mma"]
+                if m in wgmma_ms:
+                    kernels += ["wgmma"]
                 for kernel in kernels:
                     out.append(Case(
                         family="w4a16",

@@ -93,6 +93,7 @@ __device__ __forceinline__ void wgmma_wait() {
 // that completes them (the wgmma asm's outputs look ready to the compiler as soon as it is issued).
 __device__ __forceinline__ void fence_register(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 __device__ __forceinline__ void fence_register(int& r) { asm volatile("" : "+r"(r)::"memory"); }
+__device__ __forceinline__ void fence_register(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
 // Register budget of the executing warpgroup (all its threads execute it); needs a kernel launched
 // with a register cap (`__launch_bounds__(threads, 1)`).

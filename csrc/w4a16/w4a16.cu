@@ -12,15 +12,19 @@
 #include "w4a16/mma_gemm.cuh"
 #include "w4a16/mma_gemv.cuh"
 #include "w4a16/w4a16.h"
+#ifdef AWQ_KERNELS_SM90A  // CUDA >= 12.0, sm_90a
+#include "w4a16/wgmma_gemm.cuh"
+#endif
 
 namespace awq {
 namespace {
 
 using w4a16::Layout;
 
-// kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kPortable: the
-// CUDA-core kernel (gemv.cuh), any arch.
-enum class KernelChoice { kAuto, kGemv, kMma, kPortable };
+// kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma: Hopper
+// wgmma GEMM (wgmma_gemm.cuh, sm_90a builds on compute capability 9.0); kPortable: the CUDA-core
+// kernel (gemv.cuh), any arch.
+enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kPortable };
 
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
 // M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
@@ -133,8 +137,9 @@ KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "auto") return KernelChoice::kAuto;
   if (kernel == "gemv") return KernelChoice::kGemv;
   if (kernel == "mma") return KernelChoice::kMma;
+  if (kernel == "wgmma") return KernelChoice::kWgmma;
   if (kernel == "portable") return KernelChoice::kPortable;
-  c.check(false, "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"portable\", got \"",
+  c.check(false, "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"portable\", got \"",
           std::string(kernel), "\"");
   return KernelChoice::kAuto;
 }
@@ -245,6 +250,74 @@ void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tenso
   if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
 }
 
+#ifdef AWQ_KERNELS_SM90A
+// The CTAs of a wgmma grid that count as "the SMs covered" when choosing the tile (7/8 of them: 128
+// tiles on 132 SMs keep the larger tile).
+int64_t wgmma_target_ctas(int sms) { return sms - sms / 8; }
+
+// The wgmma CTA tile for M rows: kRT row tiles of 64 per warpgroup (CTA rows = 128 * kRT) x kBN tokens.
+struct WgmmaTile {
+  int rt, bn;
+};
+
+// 128 x 16 up to M = 16 and 128 x 64 up to M = 64 (weight streaming, split K to fill the SMs); beyond,
+// the first of 256 x 128 (least L2 traffic per flop: 24 KiB per k tile), 128 x 128 whose grid covers
+// the SMs, else 128 x 64 (more CTAs instead of a K split whose fp32 partials would cost as much as
+// the weights at M = 256).
+WgmmaTile wgmma_tile(int64_t m, int64_t n, int sms) {
+  if (m <= 16) return {1, 16};
+  if (m <= 64) return {1, 64};
+  for (const WgmmaTile tile : {WgmmaTile{2, 128}, WgmmaTile{1, 128}}) {
+    const int64_t rows = 128 * tile.rt;
+    if ((m + tile.bn - 1) / tile.bn * ((n + rows - 1) / rows) >= wgmma_target_ctas(sms)) return tile;
+  }
+  return {1, 64};
+}
+
+// 256 threads and up to 181 KiB of shared memory (1 CTA per SM from a 128-token tile; 2 below): the
+// largest K split whose CTAs still fit in one wave of CTA slots (more would leave a partial second
+// wave), keeping at least 8 k tiles (512 of K) per split so that the ring fills. It splits only grids
+// that leave SMs idle; for small M (weight streaming) the fp32 partials are small next to the weights.
+// A caller's split (gemm_forward_cuda's split_k_iters, tuned for the original kernel; WQLinear passes
+// 8) only caps it: at large M it would multiply the output traffic by 8 fp32 partials.
+template <typename T, Layout L, int kRT, int kBN>
+void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                  int64_t user_splits, cudaStream_t stream) {
+  constexpr int64_t kRows = w4a16::wgmma_rows<kRT>();
+  const int64_t m_tiles = (p.m + kBN - 1) / kBN;
+  const int64_t n_tiles = (p.n + kRows - 1) / kRows;
+  const int64_t tiles = m_tiles * n_tiles;
+  TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
+  const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  const int64_t slots = (kBN <= 64 ? 2 : 1) * static_cast<int64_t>(sms);
+  int64_t own = 1;
+  while (tiles * (own + 1) <= slots && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
+  const int64_t splits = user_splits > 0 ? std::min(own, user_splits) : own;
+  at::Tensor partial;
+  if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
+  constexpr int kSmem = w4a16::wgmma_smem_bytes<kRT, kBN>();
+  auto kernel = w4a16::w4a16_wgmma_kernel<T, L, kRT, kBN>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), w4a16::kWgmmaThreads, kSmem,
+           stream>>>(static_cast<const T*>(p.x.data_ptr()), w, static_cast<T*>(out.data_ptr()),
+                     splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(p.m),
+                     static_cast<int>(splits));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
+}
+#endif
+
+// The wgmma kernel exists in sm_90a builds and runs on compute capability 9.0 exactly (sm_90a SASS
+// runs on no other device).
+bool wgmma_available(const cudaDeviceProp& prop) {
+#ifdef AWQ_KERNELS_SM90A
+  return prop.major == 9 && prop.minor == 0;
+#else
+  (void)prop;
+  return false;
+#endif
+}
+
 // Runs a validated problem; returns [M, N]. `user_splits` = 0 lets the tensor-core path choose.
 at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t user_splits) {
   at::Tensor out = at::empty({p.m, p.n}, p.x.options());
@@ -256,13 +329,22 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
               choice == KernelChoice::kMma ? "mma" : "gemv", "\" needs compute capability >= 8.0 ",
               "(tensor-core mma.sync with fp32 accumulation); this device is ", prop->major, ".", prop->minor,
               ": use kernel \"portable\" or \"auto\"");
+  const bool wgmma = wgmma_available(*prop);
+#ifdef AWQ_KERNELS_SM90A
+  constexpr const char* kSm90aBuild = "this build has sm_90a";
+#else
+  constexpr const char* kSm90aBuild = "this build has no sm_90a (TORCH_CUDA_ARCH_LIST without 9.0 or CUDA < 12.0)";
+#endif
+  TORCH_CHECK(choice != KernelChoice::kWgmma || wgmma, op, ": kernel \"wgmma\" needs an sm_90a build and a ",
+              "compute capability 9.0 device (Hopper wgmma); this device is ", prop->major, ".", prop->minor, " and ",
+              kSm90aBuild, ": use kernel \"mma\" or \"auto\"");
   if (choice == KernelChoice::kAuto) {
     if (!tensor_cores) {
       choice = KernelChoice::kPortable;
     } else if (p.m <= kGemvMaxRows) {
       choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
     } else {
-      choice = KernelChoice::kMma;
+      choice = wgmma ? KernelChoice::kWgmma : KernelChoice::kMma;
     }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.
@@ -287,6 +369,19 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
         } else {
           launch_mma<T, L, 128, 2, 4>(aligned, w, out, sms, user_splits, stream);
         }
+      } else if (choice == KernelChoice::kWgmma) {
+#ifdef AWQ_KERNELS_SM90A
+        const WgmmaTile tile = wgmma_tile(p.m, p.n, sms);
+        if (tile.bn == 16) {
+          launch_wgmma<T, L, 1, 16>(aligned, w, out, sms, user_splits, stream);
+        } else if (tile.bn == 64) {
+          launch_wgmma<T, L, 1, 64>(aligned, w, out, sms, user_splits, stream);
+        } else if (tile.rt == 1) {
+          launch_wgmma<T, L, 1, 128>(aligned, w, out, sms, user_splits, stream);
+        } else {
+          launch_wgmma<T, L, 2, 128>(aligned, w, out, sms, user_splits, stream);
+        }
+#endif
       } else if (choice == KernelChoice::kGemv) {
         if (p.m <= 8) {
           launch_mma_gemv<T, L, 1>(aligned, w, out, sms, stream);

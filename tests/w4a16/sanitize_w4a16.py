@@ -19,10 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import awq_inference_engine as aie  # noqa: E402
 from awq_kernels import ops  # noqa: E402
 from awq_kernels.quantization import pack_format_b, pack_format_c  # noqa: E402
+from tests.utils import sm90a_runs_here  # noqa: E402
 
 
 def main() -> None:
     torch.manual_seed(0)
+    # The Hopper kernel where it can run (sm_90a build, compute capability 9.0): tiles 128 x 16 .. 128.
+    wgmma = ("wgmma",) if sm90a_runs_here() else ()
     for layout in ("v2", "v1"):
         for dtype in (torch.float16, torch.bfloat16):
             for g in (32, 64, 128):
@@ -35,9 +38,9 @@ def main() -> None:
                     else:
                         b = pack_format_b(q, z, s, g, dtype)
                         packed = [b.qweight.cuda(), b.scales.cuda(), b.qzeros.cuda()]
-                    for m in (1, 3, 17, 70):
+                    for m in (1, 3, 17, 70, 300):
                         x = torch.randn(m, k, dtype=dtype, device="cuda")
-                        for kernel in ("gemv", "mma", "portable"):
+                        for kernel in ("gemv", "mma", "portable") + wgmma:
                             ops.w4a16_gemm(x, *packed, group_size=g, layout=layout, kernel=kernel)
                         if layout == "v1":
                             aie.gemm_forward_cuda(x, *packed, g, 3)
@@ -46,7 +49,7 @@ def main() -> None:
                             aie.gemm_forward_cuda_new(x, *packed)
                             aie.gemv_forward_cuda_new(x, *packed, m, n, k, g)
     torch.cuda.synchronize()
-    print("sanitize_w4a16: all kernels ran")
+    print(f"sanitize_w4a16: all kernels ran (wgmma: {'yes' if wgmma else 'no, not an sm_90a build on sm_90'})")
 
 
 if __name__ == "__main__":

@@ -178,13 +178,21 @@ def test_new_op_bad_strings() -> None:
     with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'layout' must be \"v2\" or \"v1\""):
         op(*v2_args(), "v3", G, "auto")
     with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'kernel' must be one of"):
-        op(*v2_args(), "v2", G, "wgmma")
+        op(*v2_args(), "v2", G, "hgemm")
     with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'group_size' must be 32, 64 or 128"):
         op(*v2_args(), "v2", 256, "auto")
     with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'layout' must be"):
         ops.w4a16_gemm(*v2_args(), group_size=G, layout="v3")
     with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'kernel' must be one of"):
         ops.w4a16_gemm(*v2_args(), group_size=G, kernel="fast")
+
+
+def test_new_op_wgmma_is_a_kernel_name() -> None:
+    # "wgmma" is parsed (the CPU tensors then fail the device check, not the kernel-name check); its
+    # availability (sm_90a build, compute capability 9.0) is checked on the GPU: test_w4a16_gpu.py.
+    with pytest.raises(RuntimeError, match="awq_w4a16_gemm: .*CUDA") as info:
+        ops.w4a16_gemm(*v2_args(), group_size=G, kernel="wgmma")
+    assert "must be one of" not in str(info.value)
 
 
 def test_new_op_layout_mismatch() -> None:

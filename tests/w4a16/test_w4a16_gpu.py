@@ -10,18 +10,25 @@ import torch
 
 import awq_inference_engine as aie
 from awq_kernels import ops
-from tests.utils import golden_bound, relerr
+from tests.utils import golden_bound, relerr, sm90a_built, sm90a_runs_here
 
 quantization = pytest.importorskip("awq_kernels.quantization", reason="packers come from the w4a16-py branch")
 
 pytestmark = pytest.mark.gpu
 
-KERNELS = ("auto", "gemv", "mma", "portable")
+KERNELS = ("auto", "gemv", "mma", "wgmma", "portable")
 DTYPES = (torch.float16, torch.bfloat16)
 # Tolerances vs the float64 reference: the tensor-core path rounds each weight to T once (as the
 # original), the CUDA-core path does not; both round the output to T.
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
+
+
+def require(kernel: str) -> None:
+    """Kernel "wgmma" needs an sm_90a build and a compute capability 9.0 GPU."""
+    if kernel == "wgmma" and not sm90a_runs_here():
+        pytest.skip("kernel wgmma: no sm_90a code in this build" if not sm90a_built()
+                    else f"kernel wgmma needs compute capability 9.0, not {torch.cuda.get_device_capability()}")
 
 
 class Packed(NamedTuple):
@@ -79,6 +86,7 @@ SMALL_M = [1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17, 33, 64, 127, 255, 1000]
 @pytest.mark.parametrize("g", [32, 64, 128])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_small_shapes_all_m(layout: str, dtype: torch.dtype, g: int, kernel: str) -> None:
+    require(kernel)
     # N = 4 * 37 (not a multiple of 8 or of any tile), K = 64 * 21 (odd number of 64-blocks, not a
     # multiple of 256 or 1024: masked K tails in every kernel).
     n, k = 4 * 37, 64 * 21 if g != 128 else 128 * 11
@@ -105,6 +113,7 @@ LARGE_CASES = [(dtype, kernel, *shape) for dtype in DTYPES for kernel in KERNELS
 @pytest.mark.parametrize("layout", ["v2", "v1"])
 @pytest.mark.parametrize(("dtype", "kernel", "n", "k", "ms"), LARGE_CASES, ids=str)
 def test_large_shapes(layout: str, dtype: torch.dtype, kernel: str, n: int, k: int, ms: tuple[int, ...]) -> None:
+    require(kernel)
     w = make_weight(n, k, 128, dtype, layout)
     for m in ms:
         x = torch.randn(m, k, dtype=dtype, device="cuda")
@@ -140,6 +149,7 @@ def test_compat_v1(dtype: torch.dtype, g: int) -> None:
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_deterministic_and_misaligned_input(kernel: str) -> None:
+    require(kernel)
     w = make_weight(8192, 4096, 128, torch.float16, "v2")
     for m in (1, 16, 64):
         flat = torch.randn(m * 4096 + 1, dtype=torch.float16, device="cuda")
@@ -148,6 +158,62 @@ def test_deterministic_and_misaligned_input(kernel: str) -> None:
         second = run_new_op(x, w, 128, "v2", kernel)
         assert torch.equal(first, second), f"M={m}: results differ between runs (split-K order?)"
         check(first, x, w, torch.float16, f"misaligned M={m}")
+
+
+# The wgmma kernel's CTA tiles (weight rows x tokens) are 128 x 16, 128 x 64, 128 x 128 and 256 x 128:
+# M and N on both sides of each boundary, with partial tiles.
+WGMMA_M = [1, 9, 16, 17, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300]
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("g", [32, 64, 128])
+@pytest.mark.parametrize("n", [4 * 37, 4 * 75, 512])
+def test_wgmma_tiles(layout: str, dtype: torch.dtype, g: int, n: int) -> None:
+    require("wgmma")
+    k = 64 * 21 if g != 128 else 128 * 11
+    w = make_weight(n, k, g, dtype, layout)
+    for m in WGMMA_M:
+        x = torch.randn(m, k, dtype=dtype, device="cuda")
+        check(run_new_op(x, w, g, layout, "wgmma"), x, w, dtype, f"M={m} N={n} K={k}")
+
+
+# Beyond M = 64 the CTA tile depends on the grid (w4a16.cu, wgmma_tile): on a 132-SM H100 / H200 these
+# (N, M) pairs give 128 x 64 (few CTAs: M = 300), 128 x 128 (M = 8000, 1000, 100) and 256 x 128 (M = 15000,
+# 2000, 200), all with partial last tiles.
+WGMMA_GRID_CASES = [(4 * 37, 300), (4 * 37, 8000), (4 * 37, 15000), (2052, 1000), (2052, 2000), (28672, 100),
+                    (28672, 200)]
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("g", [32, 128])
+def test_wgmma_token_tiles(layout: str, dtype: torch.dtype, g: int) -> None:
+    require("wgmma")
+    k = 640
+    for n, m in WGMMA_GRID_CASES:
+        w = make_weight(n, k, g, dtype, layout)
+        x = torch.randn(m, k, dtype=dtype, device="cuda")
+        check(run_new_op(x, w, g, layout, "wgmma"), x, w, dtype, f"M={m} N={n}")
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_wgmma_long_k(layout: str, dtype: torch.dtype) -> None:
+    # K = 28672 (448 k tiles, split K at these sizes): fp32 accumulation over the whole length.
+    require("wgmma")
+    w = make_weight(256, 28672, 128, dtype, layout)
+    for m in (16, 64, 300):
+        x = torch.randn(m, 28672, dtype=dtype, device="cuda")
+        check(run_new_op(x, w, 128, layout, "wgmma"), x, w, dtype, f"M={m}")
+
+
+@pytest.mark.skipif(sm90a_runs_here(), reason="the wgmma kernel runs here")
+def test_wgmma_unavailable_error() -> None:
+    w = make_weight(4 * 37, 128 * 7, 128, torch.float16, "v2")
+    x = torch.randn(20, 128 * 7, dtype=torch.float16, device="cuda")
+    with pytest.raises(RuntimeError, match='kernel "wgmma" needs an sm_90a build and a compute capability 9.0'):
+        run_new_op(x, w, 128, "v2", "wgmma")
 
 
 def _golden_cases(prefix: str) -> list[str]:
