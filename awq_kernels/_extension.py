@@ -33,6 +33,17 @@ def load(namespace: str) -> torch._ops._OpNamespace:
 
 
 def build_info(namespace: str) -> dict[str, str]:
-    """What the extension was compiled with: cuda_runtime, archs, bf16."""
+    """What the extension was compiled with: cuda_runtime, archs, bf16, sm90a."""
     text = load(namespace).build_info()
     return dict(item.split("=", 1) for item in text.split(";"))
+
+
+def sm90a_built() -> bool:
+    """The extension has the Hopper wgmma kernels (9.0 in the arch list, built as sm_90a)."""
+    return build_info("awq_inference_engine").get("sm90a") == "1"
+
+
+def sm90a_runs(device: torch.device | int | None = None) -> bool:
+    """The wgmma kernels can run on `device` (default: the current CUDA device): an sm_90a build on
+    a compute capability 9.0 GPU."""
+    return sm90a_built() and torch.cuda.is_available() and torch.cuda.get_device_capability(device) == (9, 0)

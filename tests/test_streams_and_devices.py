@@ -21,7 +21,7 @@ from torch.autograd import DeviceType
 
 import awq_inference_engine  # noqa: F401  (loads both extensions: registers the ops)
 from awq_kernels.quantization import pack_format_b, pack_format_c
-from tests.utils import sm90a_runs_here
+from tests.utils import sm90a_runs
 
 AIE = torch.ops.awq_inference_engine
 
@@ -138,7 +138,7 @@ def _w8a8(bias: bool) -> Builder:
 
 def w8a8_kernel_choice(device: torch.device) -> Call:
     """The op with a kernel choice: wgmma where it runs (here with a K split and its reduce kernel)."""
-    wgmma = sm90a_runs_here(device)
+    wgmma = sm90a_runs(device)
     gen = torch.Generator().manual_seed(7)
     a = torch.randint(-127, 128, (200, 16400), generator=gen, dtype=torch.int8).to(device)
     w = torch.randint(-127, 128, (264, 16400), generator=gen, dtype=torch.int8).to(device)

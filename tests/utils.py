@@ -12,6 +12,8 @@ from typing import Optional
 import pytest
 import torch
 
+from awq_kernels._extension import sm90a_built, sm90a_runs  # noqa: F401  (re-exported for the tests)
+
 
 def relerr(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """||actual - expected|| / ||expected|| in float64; NaN anywhere gives inf."""
@@ -53,18 +55,6 @@ def golden_bound(case: dict, dtype: torch.dtype) -> float:
     5% for the rounding noise of a different summation order (bf16 results sit at that floor)."""
     reference = case["reference"]
     return 1.05 * max(case["relerr_vs_reference"], relerr(reference.to(dtype), reference))
-
-
-def sm90a_built() -> bool:
-    """The extension has sm_90a (wgmma) kernels: 9.0 was in the arch list of a CUDA >= 12 build."""
-    import awq_kernels  # noqa: F401  (loads the extension and registers its ops)
-
-    return "sm90a=1" in torch.ops.awq_inference_engine.build_info()
-
-
-def sm90a_runs_here(device: Optional[torch.device] = None) -> bool:
-    """The sm_90a kernels can run on `device` (default: the current CUDA device)."""
-    return sm90a_built() and torch.cuda.is_available() and torch.cuda.get_device_capability(device) == (9, 0)
 
 
 def find_cuobjdump() -> Optional[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from awq_kernels import ops
+from awq_kernels._extension import sm90a_runs
 from benchmarks.harness import Case
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672), (28672, 8192)]  # (K, N)
@@ -37,13 +38,8 @@ def _weights(k: int, n: int, layout: str) -> tuple[torch.Tensor, torch.Tensor, t
     return qweight, scales, zeros
 
 
-def _wgmma_runs_here() -> bool:
-    """Kernel "wgmma" runs only from an sm_90a build on a compute capability 9.0 GPU."""
-    return "sm90a=1" in torch.ops.awq_inference_engine.build_info() and torch.cuda.get_device_capability() == (9, 0)
-
-
 def cases(quick: bool) -> list[Case]:
-    wgmma_ms = WGMMA_MS if _wgmma_runs_here() else ()
+    wgmma_ms = WGMMA_MS if sm90a_runs() else ()
     shapes = [(4096, 4096), (28672, 8192)] if quick else SHAPES
     ms = [1, 16, 64, 1024] if quick else MS
     out: list[Case] = []

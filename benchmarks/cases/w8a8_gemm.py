@@ -12,14 +12,11 @@ from typing import Optional
 import torch
 
 import awq_inference_engine
+from awq_kernels._extension import sm90a_runs
 from benchmarks.harness import Case
 
 KERNEL_MIN_M = 256  # where the kernel choice matters (M <= 128 always runs mma.sync)
 
-
-def _wgmma_runs_here() -> bool:
-    return ("sm90a=1" in torch.ops.awq_inference_engine.build_info()
-            and torch.cuda.get_device_capability() == (9, 0))
 
 M_VALUES = (16, 256, 4096)
 KN_SHAPES = ((8192, 28672), (28672, 8192), (4096, 4096))  # 70B MLP up/gate and down, plus a square one
@@ -55,7 +52,7 @@ def cases(quick: bool) -> list[Case]:
             y = torch.empty(m, n, dtype=torch.float16, device="cuda")
             kernels = ["auto"]
             if not quick and m >= KERNEL_MIN_M:
-                kernels += ["mma"] + (["wgmma"] if _wgmma_runs_here() else [])
+                kernels += ["mma"] + (["wgmma"] if sm90a_runs() else [])
             for with_bias, kernel in itertools.product((False, True) if not quick else (False,), kernels):
                 nbytes = m * k + n * k + 2 * (n + m) + 2 * m * n + (2 * n if with_bias else 0)
                 b = bias if with_bias else None

@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import awq_inference_engine as aie  # noqa: E402
 from awq_kernels import ops  # noqa: E402
 from awq_kernels.quantization import pack_format_b, pack_format_c  # noqa: E402
-from tests.utils import sm90a_runs_here  # noqa: E402
+from tests.utils import sm90a_runs  # noqa: E402
 
 
 def main() -> None:
     torch.manual_seed(0)
     # The Hopper kernel where it can run (sm_90a build, compute capability 9.0): tiles 128 x 16 .. 128.
-    wgmma = ("wgmma",) if sm90a_runs_here() else ()
+    wgmma = ("wgmma",) if sm90a_runs() else ()
     for layout in ("v2", "v1"):
         for dtype in (torch.float16, torch.bfloat16):
             for g in (32, 64, 128):

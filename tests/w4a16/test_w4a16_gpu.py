@@ -10,7 +10,7 @@ import torch
 
 import awq_inference_engine as aie
 from awq_kernels import ops
-from tests.utils import golden_bound, relerr, sm90a_built, sm90a_runs_here
+from tests.utils import golden_bound, relerr, sm90a_built, sm90a_runs
 
 quantization = pytest.importorskip("awq_kernels.quantization", reason="packers come from the w4a16-py branch")
 
@@ -26,7 +26,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 
 def require(kernel: str) -> None:
     """Kernel "wgmma" needs an sm_90a build and a compute capability 9.0 GPU."""
-    if kernel == "wgmma" and not sm90a_runs_here():
+    if kernel == "wgmma" and not sm90a_runs():
         pytest.skip("kernel wgmma: no sm_90a code in this build" if not sm90a_built()
                     else f"kernel wgmma needs compute capability 9.0, not {torch.cuda.get_device_capability()}")
 
@@ -208,7 +208,7 @@ def test_wgmma_long_k(layout: str, dtype: torch.dtype) -> None:
         check(run_new_op(x, w, 128, layout, "wgmma"), x, w, dtype, f"M={m}")
 
 
-@pytest.mark.skipif(sm90a_runs_here(), reason="the wgmma kernel runs here")
+@pytest.mark.skipif(sm90a_runs(), reason="the wgmma kernel runs here")
 def test_wgmma_unavailable_error() -> None:
     w = make_weight(4 * 37, 128 * 7, 128, torch.float16, "v2")
     x = torch.randn(20, 128 * 7, dtype=torch.float16, device="cuda")

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import awq_inference_engine  # noqa: E402
-from tests.utils import sm90a_runs_here  # noqa: E402
+from tests.utils import sm90a_runs  # noqa: E402
 from tests.w8a8.test_w8a8_gemm import nonzero_int8, random_scales, reference, ulp_distance  # noqa: E402
 
 # Each tile config with M, N and K tails: small (M <= 16), medium, large (M > 128 with at least one
@@ -46,7 +46,7 @@ def main() -> int:
     failures = 0
     # mma.sync forced (auto takes wgmma for the large shape on an H100), the compat ops (auto) once.
     runs = [(shape, "mma") for shape in SHAPES] + [(SHAPES[-1], "auto")]
-    if sm90a_runs_here():
+    if sm90a_runs():
         runs += [(shape, "wgmma") for shape in WGMMA_SHAPES]
     for (m, n, k), kernel in runs:
         a, w = nonzero_int8(m, k), nonzero_int8(n, k)

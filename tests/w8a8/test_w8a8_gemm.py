@@ -10,7 +10,7 @@ import torch
 
 import awq_inference_engine
 from awq_kernels.ops import w8a8_linear
-from tests.utils import poison, sass_functions, sm90a_built, sm90a_runs_here
+from tests.utils import poison, sass_functions, sm90a_built, sm90a_runs
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 M_SWEEP = [1, 7, 16, 17, 100, 128, 129, 256, 257, 1000, 4096]  # crosses every tile config's boundaries
@@ -185,7 +185,7 @@ def test_w8a8_linear_wrapper() -> None:
 
 KERNELS = [
     "mma",
-    pytest.param("wgmma", marks=pytest.mark.skipif(not sm90a_runs_here(),
+    pytest.param("wgmma", marks=pytest.mark.skipif(not sm90a_runs(),
                                                    reason="needs an sm_90a build and a compute capability 9.0 GPU")),
 ]
 # M tails of the 128-row tile (1, 100, 129, 257), N tails of the 256-column tile (8, 200, 264, 1000,
@@ -248,7 +248,7 @@ def test_kernel_extreme_values_and_k_zero(kernel: str) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(sm90a_runs_here(), reason="the wgmma kernel runs here")
+@pytest.mark.skipif(sm90a_runs(), reason="the wgmma kernel runs here")
 def test_wgmma_refused_where_it_cannot_run() -> None:
     a, w = nonzero_int8(4, 64), nonzero_int8(8, 64)
     with pytest.raises(RuntimeError, match=r"kernel \"wgmma\" needs a build for compute capability 9.0"):
