@@ -84,6 +84,16 @@ __device__ __forceinline__ void reduce_scatter(float (&v)[N], int lane) {
   }
 }
 
+// Asks L2 for every 128-byte line of [base, base + bytes) (bytes > 0), spread over the compute threads;
+// only addresses inside the range are touched.
+__device__ __forceinline__ void prefetch_lines_l2(const void* base, int bytes) {
+  const char* bytes_base = static_cast<const char*>(base);
+  for (int offset = threadIdx.x * 128; offset < bytes + 127; offset += kThreads * 128) {
+    const size_t address = __cvta_generic_to_global(bytes_base + min(offset, bytes - 1));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
+  }
+}
+
 template <typename T, int DH_MAX, int G_MAX>
 __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_kernel(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the host selects this kernel only on sm_90a builds on CC 9.0
@@ -107,6 +117,18 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   const int num_cached = c.num_cached;
   const int num_tiles = (num_cached + kTile - 1) / kTile;
 
+  if (warp < kWarps) {
+    // The setup's inputs (step 1) are requested before the producer's first bulk copies (after the
+    // barrier below): issued behind them, they would queue behind the whole grid's ring requests (~17
+    // MB on 132 SMs, ~5.6 us at copy bandwidth) and hold the math back that long in the first wave.
+    prefetch_lines_l2(static_cast<const T*>(p.q) + c.b * p.q_batch_stride + static_cast<int64_t>(c.first_head) * Dh,
+                      c.heads_here * Dh * static_cast<int>(sizeof(T)));
+    if (c.has_new) {
+      const int64_t kv = static_cast<int64_t>(c.kv_head) * Dh;
+      prefetch_lines_l2(static_cast<const T*>(p.k) + c.b * p.k_batch_stride + kv, Dh * static_cast<int>(sizeof(T)));
+      prefetch_lines_l2(static_cast<const T*>(p.v) + c.b * p.v_batch_stride + kv, Dh * static_cast<int>(sizeof(T)));
+    }
+  }
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       sm90::mbarrier_init(&full[s], 1);
