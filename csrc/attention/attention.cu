@@ -25,13 +25,6 @@ constexpr int kResidentPerSm = 2;    // CTAs of the chunk kernel per SM (its lau
 // A CTA's fixed cost (setup, phase changes, reduction, combine share) in positions streamed: a guess
 // (~4 us at a CTA's share of the bandwidth, about 100 positions), to be refined from measurements.
 constexpr int64_t kCtaOverheadPositions = 128;
-// Ring kernel only (its setup overlaps the stream, so a CTA's fixed cost is small): in a grid of at
-// least kRingFineWaves waves whose last wave is partial, chunks of at most kRingFineChunk positions.
-// Such grids are not in lockstep: CTAs end at scattered times, and the last ones, each capped at its
-// ring's bytes in flight, cannot keep DRAM busy; smaller CTAs shorten that ragged end.
-constexpr int64_t kRingFineChunk = 1024;
-constexpr int64_t kRingFineWaves = 4;
-constexpr int kRingMaxGroup = 4;     // the ring kernel's largest G_MAX (q and accumulators in registers)
 
 bool supported_head_dim(int64_t dh) {
   for (int64_t s : {32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256}) {
@@ -60,7 +53,7 @@ struct KernelChoice {
 template <typename T, int DH_MAX, int G_MAX>
 void launch_chunk_kernel(const attention::Params& p, const dim3& grid, bool ring_allowed, cudaStream_t stream) {
 #ifdef AWQ_KERNELS_SM90A
-  if constexpr (G_MAX <= kRingMaxGroup) {
+  if constexpr (G_MAX <= 4) {
     if (ring_allowed) {
       constexpr int smem = attention::RingLayout<T, DH_MAX>::kRingBytes;
       const auto kernel = attention::single_query_attention_ring_kernel<T, DH_MAX, G_MAX>;
@@ -84,8 +77,7 @@ void launch(attention::Params& p, int batch, int num_sms, KernelChoice choice, i
   // counted against the resident CTA slots, chunks no longer than the score buffer holds. Equal
   // chunks in whole waves leave no tail wave, and each CTA's fixed costs (q and rotary setup, the
   // change from K to V, the final reduction, a partial for the combine) are paid on fewer, larger
-  // chunks. Benchmark shapes: one wave of 256-264 CTAs up to 2048 positions each, else 2048-chunks
-  // (the ring kernel: B8 L32768 1024-chunks, see kRingFineChunk; B1 L131072 66 x 2016, 2 whole waves).
+  // chunks. Benchmark shapes: one wave of 256-264 CTAs up to 2048 positions each, else 2048-chunks.
   const int64_t rows = static_cast<int64_t>(batch) * p.num_kv_heads * p.head_groups;
   const int64_t slots = static_cast<int64_t>(kResidentPerSm) * num_sms;
   const int64_t max_chunk = attention::kScoreCapacity / G_MAX;
@@ -101,11 +93,6 @@ void launch(attention::Params& p, int batch, int num_sms, KernelChoice choice, i
       best_cost = cost;
       chunk = size;
     }
-  }
-  const int64_t ctas = rows * ceil_div(window_max, chunk);
-  if (choice.ring_allowed && G_MAX <= kRingMaxGroup && chunk > kRingFineChunk && ctas > slots && ctas % slots != 0 &&
-      rows * ceil_div(window_max, kRingFineChunk) >= kRingFineWaves * slots) {
-    chunk = kRingFineChunk;  // e.g. B8 L32768 H32/8 on 132 SMs: 2048 x 1024 instead of 1024 x 2048 (3.88 waves)
   }
   p.chunk_size = static_cast<int>(chunk);
   const int64_t num_chunks = ceil_div(window_max, chunk);

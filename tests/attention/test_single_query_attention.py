@@ -139,20 +139,6 @@ def test_ring_tiles_wrap_and_short_chunks(dtype: torch.dtype, dh: int, group: in
           True)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("group", [1, 4])
-def test_many_wave_grid_fine_chunks(dtype: torch.dtype, group: int) -> None:
-    """A grid of many waves with a partial last wave: on 132 SMs, 32 rows (4 sequences x 8 KV heads)
-    over a 33792-position window get 1408-position chunks (768 CTAs, 2.9 waves) from the cost model,
-    which the ring kernel (compute capability 9.0) replaces with 1024-position chunks (1056 CTAs, the
-    window's last chunk 1024 positions); other devices run the cost model's chunks. Lengths per
-    sample leave some sequences with fewer chunks (skipped by both kernels)."""
-    length = 33 * 1024
-    q, k, v, kc, vc = make_inputs(4, group * 8, 8, 32, length, dtype)
-    lengths = torch.tensor([length - 1, length // 2 + 17, 1000, 3 * length + 5], dtype=torch.int32, device="cuda")
-    check(q, k, v, kc, vc, lengths, torch.rand(group * 8, device="cuda") * 0.01, 0, 32)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("length", [64, 3000])
 def test_length_per_sample(dtype: torch.dtype, length: int) -> None:
