@@ -30,4 +30,16 @@ inline std::string build_info() {
   return info;
 }
 
+// The sm_90a (Hopper wgmma) kernels can run on `prop`'s GPU: they are compiled in (a 9.0 entry of
+// the arch list with CUDA >= 12.0, see build_env.py) and the GPU has compute capability 9.0 exactly
+// (sm_90a SASS runs on no other device).
+inline bool sm90a_kernels_run_on(const cudaDeviceProp& prop) {
+#ifdef AWQ_KERNELS_SM90A
+  return prop.major == 9 && prop.minor == 0;
+#else
+  (void)prop;
+  return false;
+#endif
+}
+
 }  // namespace awq

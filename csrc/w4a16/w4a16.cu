@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "common/build_info.h"
 #include "common/checks.h"
 #include "common/dispatch.h"
 #include "w4a16/gemv.cuh"
@@ -311,17 +312,6 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
 }
 #endif
 
-// The wgmma kernel exists in sm_90a builds and runs on compute capability 9.0 exactly (sm_90a SASS
-// runs on no other device).
-bool wgmma_available(const cudaDeviceProp& prop) {
-#ifdef AWQ_KERNELS_SM90A
-  return prop.major == 9 && prop.minor == 0;
-#else
-  (void)prop;
-  return false;
-#endif
-}
-
 // Runs a validated problem; returns [M, N]. `user_splits` = 0 lets the tensor-core path choose.
 at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t user_splits) {
   at::Tensor out = at::empty({p.m, p.n}, p.x.options());
@@ -333,7 +323,7 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
               choice == KernelChoice::kMma ? "mma" : "gemv", "\" needs compute capability >= 8.0 ",
               "(tensor-core mma.sync with fp32 accumulation); this device is ", prop->major, ".", prop->minor,
               ": use kernel \"portable\" or \"auto\"");
-  const bool wgmma = wgmma_available(*prop);
+  const bool wgmma = sm90a_kernels_run_on(*prop);
 #ifdef AWQ_KERNELS_SM90A
   constexpr const char* kSm90aBuild = "this build has sm_90a";
 #else

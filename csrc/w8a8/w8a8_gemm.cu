@@ -6,6 +6,7 @@
 
 #include <limits>
 
+#include "common/build_info.h"
 #include "common/checks.h"
 #include "w8a8/w8a8_gemm.cuh"
 #include "w8a8/w8a8_gemm.h"
@@ -284,16 +285,6 @@ void launch_wgmma(const ArgChecker& c, const GemmArgs& args, int M, int N, int K
 }
 #endif
 
-// Whether the sm_90a wgmma kernel can run here: built for sm_90a and a compute capability 9.0 GPU.
-bool wgmma_available(const cudaDeviceProp& prop) {
-#ifdef AWQ_KERNELS_SM90A
-  return prop.major == 9 && prop.minor == 0;
-#else
-  (void)prop;
-  return false;
-#endif
-}
-
 KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "auto") return KernelChoice::kAuto;
   if (kernel == "mma") return KernelChoice::kMma;
@@ -315,7 +306,7 @@ void w8a8_gemm(const char* op, const GemmArgs& args, c10::string_view kernel = "
   const cudaDeviceProp& prop = *at::cuda::getCurrentDeviceProperties();
   c.check(prop.major >= 8, "needs a GPU of compute capability >= 8.0 (int8 mma.sync, ldmatrix, cp.async), got ",
           prop.name, " (sm_", prop.major, prop.minor, ")");
-  const bool wgmma = wgmma_available(prop);
+  const bool wgmma = sm90a_kernels_run_on(prop);
   c.check(choice != KernelChoice::kWgmma || wgmma,
           "kernel \"wgmma\" needs a build for compute capability 9.0 (sm_90a, CUDA >= 12.0) running on a compute ",
           "capability 9.0 GPU, got ", prop.name, " (sm_", prop.major, prop.minor, ")");
