@@ -23,9 +23,9 @@ namespace {
 using w4a16::Layout;
 
 // kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma: Hopper
-// wgmma GEMM (wgmma_gemm.cuh, sm_90a builds on compute capability 9.0); kPortable: the CUDA-core
-// kernel (gemv.cuh), any arch.
-enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kPortable };
+// wgmma GEMM fed by cp.async, kWgmmaWs: its warp-specialized variant fed by TMA (both wgmma_gemm.cuh,
+// sm_90a builds on compute capability 9.0); kPortable: the CUDA-core kernel (gemv.cuh), any arch.
+enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kWgmmaWs, kPortable };
 
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
 // M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
@@ -143,8 +143,11 @@ KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "gemv") return KernelChoice::kGemv;
   if (kernel == "mma") return KernelChoice::kMma;
   if (kernel == "wgmma") return KernelChoice::kWgmma;
+  if (kernel == "wgmma_ws") return KernelChoice::kWgmmaWs;
   if (kernel == "portable") return KernelChoice::kPortable;
-  c.check(false, "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"portable\", got \"",
+  c.check(false,
+          "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"wgmma_ws\", \"portable\", "
+          "got \"",
           std::string(kernel), "\"");
   return KernelChoice::kAuto;
 }
@@ -310,6 +313,55 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
 }
+
+// Token tile of the warp-specialized kernel (CTA = 128 weight rows x kBN tokens): 64 and 128 up to
+// those M; beyond, 256 (half the dequantization and a quarter fewer L2 bytes per flop than 128) unless
+// its last token tile would be more than half empty (M = 257..383: three 128-token tiles waste less).
+int wgmma_ws_token_tile(int64_t m) {
+  if (m <= 64) return 64;
+  if (m <= 128) return 128;
+  return (m + 255) / 256 * 256 - m < 128 ? 256 : 128;
+}
+
+// One CTA per SM (384 threads, ~200 KiB of shared memory): the largest K split whose CTAs still fit
+// in one wave (>= 8 k tiles per split), capped by the caller's split as in launch_wgmma.
+template <typename T, Layout L, int kBN>
+void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                     int64_t user_splits, cudaStream_t stream) {
+  constexpr int64_t kRows = 128;
+  const int64_t m_tiles = (p.m + kBN - 1) / kBN;
+  const int64_t n_tiles = (p.n + kRows - 1) / kRows;
+  const int64_t tiles = m_tiles * n_tiles;
+  TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
+  const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  int64_t own = 1;
+  while (tiles * (own + 1) <= sms && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
+  const int64_t splits = user_splits > 0 ? std::min(own, user_splits) : own;
+  // x [M, K] in boxes of kBN tokens x 64 k with the 128-byte swizzle the wgmma descriptor reads; the
+  // packed weight as bytes in boxes of one k tile of 128 rows, in the layout's own order.
+  CUtensorMap x_map;
+  CUtensorMap w_map;
+  sm90::encode_tensor_map_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_UINT16, p.x.data_ptr(), p.m, p.k, 2 * p.k, kBN,
+                             w4a16::kWgmmaBK, CU_TENSOR_MAP_SWIZZLE_128B);
+  if constexpr (L == Layout::kV2) {  // [N/4, 2K] bytes: 32 packed rows x 128 bytes per tile
+    sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.qweight, p.n / 4, 2 * p.k, 2 * p.k,
+                               kRows / 4, 2 * w4a16::kWgmmaBK, CU_TENSOR_MAP_SWIZZLE_NONE);
+  } else {  // [N, K/2] bytes: 128 rows x 32 bytes per tile
+    sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.qweight, p.n, p.k / 2, p.k / 2, kRows,
+                               w4a16::kWgmmaBK / 2, CU_TENSOR_MAP_SWIZZLE_NONE);
+  }
+  at::Tensor partial;
+  if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
+  constexpr int kSmem = w4a16::wgmma_ws_smem_bytes<kBN>();
+  auto kernel = w4a16::w4a16_wgmma_ws_kernel<T, L, kBN>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), w4a16::kWgmmaWsThreads, kSmem,
+           stream>>>(x_map, w_map, w, static_cast<T*>(out.data_ptr()),
+                     splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(p.m),
+                     static_cast<int>(splits));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
+}
 #endif
 
 // Runs a validated problem; returns [M, N]. `user_splits` = 0 lets the tensor-core path choose.
@@ -329,7 +381,8 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
 #else
   constexpr const char* kSm90aBuild = "this build has no sm_90a (TORCH_CUDA_ARCH_LIST without 9.0 or CUDA < 12.0)";
 #endif
-  TORCH_CHECK(choice != KernelChoice::kWgmma || wgmma, op, ": kernel \"wgmma\" needs an sm_90a build and a ",
+  TORCH_CHECK((choice != KernelChoice::kWgmma && choice != KernelChoice::kWgmmaWs) || wgmma, op, ": kernel \"",
+              choice == KernelChoice::kWgmma ? "wgmma" : "wgmma_ws", "\" needs an sm_90a build and a ",
               "compute capability 9.0 device (Hopper wgmma); this device is ", prop->major, ".", prop->minor, " and ",
               kSm90aBuild, ": use kernel \"mma\" or \"auto\"");
   if (choice == KernelChoice::kAuto) {
@@ -374,6 +427,17 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
           launch_wgmma<T, L, 1, 128>(aligned, w, out, sms, user_splits, stream);
         } else {
           launch_wgmma<T, L, 2, 128>(aligned, w, out, sms, user_splits, stream);
+        }
+#endif
+      } else if (choice == KernelChoice::kWgmmaWs) {
+#ifdef AWQ_KERNELS_SM90A
+        const int bn = wgmma_ws_token_tile(p.m);
+        if (bn == 64) {
+          launch_wgmma_ws<T, L, 64>(aligned, w, out, sms, user_splits, stream);
+        } else if (bn == 128) {
+          launch_wgmma_ws<T, L, 128>(aligned, w, out, sms, user_splits, stream);
+        } else {
+          launch_wgmma_ws<T, L, 256>(aligned, w, out, sms, user_splits, stream);
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {
