@@ -51,6 +51,14 @@ struct MmaTypes<__nv_bfloat16> {
   static constexpr uint32_t kOnes = 0x3F803F80u;  // bf16 1.0 in both halves
 };
 
+// (bits & mask) | magic in one LOP3 (the constants in registers: LOP3 takes one immediate); any arch
+// (the weight decoders below use it).
+__device__ __forceinline__ uint32_t mask_or(uint32_t bits, uint32_t mask, uint32_t magic) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(bits), "r"(mask), "r"(magic));
+  return r;
+}
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* global, bool valid) {
@@ -88,13 +96,6 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const ui
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// (bits & mask) | magic in one LOP3 (the constants in registers: LOP3 takes one immediate).
-__device__ __forceinline__ uint32_t mask_or(uint32_t bits, uint32_t mask, uint32_t magic) {
-  uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(bits), "r"(mask), "r"(magic));
-  return r;
 }
 
 // Two biased codes (low half = first k) -> two weights in T, packed for the B fragment.
@@ -151,10 +152,10 @@ struct MmaWeight<Layout::kV2> {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const uint32_t word = *reinterpret_cast<const uint32_t*>(tile + (nl >> 2) * 128 + (nl & 3) * 32 + h * 16 + t * 4);
-      pairs[2 * h][0] = (word & 0x000F000Fu) | kMagic;
-      pairs[2 * h][1] = ((word >> 4) & 0x000F000Fu) | kMagic;
-      pairs[2 * h + 1][0] = ((word >> 8) & 0x000F000Fu) | kMagic;
-      pairs[2 * h + 1][1] = ((word >> 12) & 0x000F000Fu) | kMagic;
+      pairs[2 * h][0] = mask_or(word, 0x000F000Fu, kMagic);
+      pairs[2 * h][1] = mask_or(word >> 4, 0x000F000Fu, kMagic);
+      pairs[2 * h + 1][0] = mask_or(word >> 8, 0x000F000Fu, kMagic);
+      pairs[2 * h + 1][1] = mask_or(word >> 12, 0x000F000Fu, kMagic);
     }
   }
 };
