@@ -175,13 +175,16 @@ struct MmaWeight<Layout::kV1> {
     const uint4 row0 = *reinterpret_cast<const uint4*>(tile + nl * 32);
     const uint4 row1 = *reinterpret_cast<const uint4*>(tile + nl * 32 + 16);
     const uint32_t words[8] = {row0.x, row0.y, row0.z, row0.w, row1.x, row1.y, row1.z, row1.w};
+    // Byte t of words 2 * step (a: codes k, k + 1 of pair 0) and 2 * step + 1 (b: pair 1) in one PRMT:
+    // y = a | b << 8 | a << 16 | b << 24; a pair is its low nibble at bits 0-3 and its high nibble,
+    // shifted down 4 from bits 20-23 (a) or 12 from bits 28-31 (b), at bits 16-19.
+    const uint32_t selector = t | (t + 4) << 4 | t << 8 | (t + 4) << 12;
 #pragma unroll
-    for (int step = 0; step < 4; ++step)
-#pragma unroll
-      for (int half_k = 0; half_k < 2; ++half_k) {
-        const uint32_t byte = (words[2 * step + half_k] >> (8 * t)) & 0xFFu;  // codes k, k+1
-        pairs[step][half_k] = (byte & 0x0Fu) | ((byte & 0xF0u) << 12) | kMagic;
-      }
+    for (int step = 0; step < 4; ++step) {
+      const uint32_t y = __byte_perm(words[2 * step], words[2 * step + 1], selector);
+      pairs[step][0] = mask_or(y, 0x0000000Fu, kMagic) | ((y >> 4) & 0x000F0000u);
+      pairs[step][1] = mask_or(y >> 8, 0x0000000Fu, kMagic) | ((y >> 12) & 0x000F0000u);
+    }
   }
 };
 

@@ -404,8 +404,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
 //    m64n{kBN}k16 wgmma (A = fragments dequantized during tile i - 1), commit, wait until tile i - 1's
 //    wgmma are done (`wait_group 1`: tile i's stay queued, so the tensor cores never wait for this
 //    warpgroup's dequantization), release tile i - 1's slot, then wait for tile i + 1's slot and
-//    dequantize it into the other fragment buffer. Constants (scales / zeros) two tiles ahead, loaded
-//    only when the tile starts a new group (every other tile at G = 128).
+//    dequantize it into the other fragment buffer. Constants (scales / zeros): loaded and switched
+//    only for tiles that start a group (every other tile at G = 128), a tile ahead of their use.
 // setmaxnreg moves registers from the producer (40) to the consumers (232: up to 128 accumulators,
 // 2 x 16 fragment registers, two tiles of constants).
 constexpr int kWgmmaWsThreads = 384;
@@ -507,7 +507,10 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.f;
 
-    // `current` feeds the next dequantization, `next` is one tile further.
+    // `current` feeds the next dequantization, `next` holds the next group's constants.
+    auto starts_group = [&](int kt) {
+      return (kt * kWgmmaBK) >> w.group_shift != ((kt - 1) * kWgmmaBK) >> w.group_shift;
+    };
     TileConstants<T> current, next;
     load_tile_constants<T, L>(w, n0 + row, kt_begin, current);
     load_tile_constants<T, L>(w, n0 + row, kt_begin + min(1, kt_count - 1), next);
@@ -535,12 +538,11 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
         for (int r = 0; r < 4; ++r) fence_register(frag[kBuf ^ 1][step][r]);
       if (i > 0) mbarrier_arrive(&empty_bar[stage == 0 ? kStages - 1 : stage - 1]);
       if (i + 1 < kt_count) {
-        current = next;
-        // Tile i + 2's constants, unless it is in tile i + 1's groups (G = 128: every other tile).
-        const int kt = kt_begin + i + 2;
-        if (i + 2 < kt_count && (kt * kWgmmaBK) >> w.group_shift != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
-          load_tile_constants<T, L>(w, n0 + row, kt, next);
-        }
+        // A tile that starts a group (every tile for G <= 64, every other one for G = 128) takes the
+        // constants loaded a tile earlier into `next`; the others keep their predecessor's.
+        const int kt = kt_begin + i + 1;
+        if (starts_group(kt)) current = next;
+        if (i + 2 < kt_count && starts_group(kt + 1)) load_tile_constants<T, L>(w, n0 + row, kt + 1, next);
         mbarrier_wait(&full_bar[next_stage], next_phase);
         dequantize_fragments<T, L>(smem + next_stage * kStageBytes + kXBytes, row, t, current, frag[kBuf ^ 1]);
         if (++next_stage == kStages) {
