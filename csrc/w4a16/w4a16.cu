@@ -314,29 +314,52 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
 }
 
-// Token tile of the warp-specialized kernel (CTA = 128 weight rows x kBN tokens): 64 and 128 up to
-// those M; beyond, 256 (half the dequantization and a quarter fewer L2 bytes per flop than 128) unless
-// its last token tile would be more than half empty (M = 257..383: three 128-token tiles waste less).
-int wgmma_ws_token_tile(int64_t m) {
-  if (m <= 64) return 64;
-  if (m <= 128) return 128;
-  return (m + 255) / 256 * 256 - m < 128 ? 256 : 128;
+// The warp-specialized kernel's launch: token tile (CTA = 128 weight rows x bn tokens) and K split.
+struct WgmmaWsPlan {
+  int bn;
+  int64_t splits;
+};
+
+// One CTA per SM (384 threads, ~200 KiB of shared memory). For a token tile: the largest K split
+// whose CTAs still fit in one wave (>= 8 k tiles per split; the caller's split, as in launch_wgmma,
+// only caps it). Up to M = 64 the tile is 64 (weight streaming); beyond, the tile of {64, 128, 256}
+// with the least estimated time: waves x k tiles per split x clocks per k tile (the HGMMA's 4 * bn,
+// at least ~640: the consumers' ~230 instructions per warp and tile, two warps per scheduler), plus
+// the fp32 partials' write and read at ~1.9 KB per clock of DRAM bandwidth. E.g. M = 256:
+// 4096 x 4096 takes 128 (64 tiles, split 2) over 256 (32 tiles, split 4: twice the partials);
+// 8192 x 28672 takes 256 (224 tiles, 2 waves of 128 k tiles); M >= 1024 takes 256.
+WgmmaWsPlan plan_wgmma_ws(int64_t m, int64_t n, int64_t k, int sms, int64_t user_splits) {
+  const int64_t k_tiles = (k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  auto plan = [&](int bn) {
+    const int64_t tiles = (m + bn - 1) / bn * ((n + 127) / 128);
+    int64_t own = 1;
+    while (tiles * (own + 1) <= sms && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
+    return WgmmaWsPlan{bn, user_splits > 0 ? std::min(own, user_splits) : own};
+  };
+  if (m <= 64) return plan(64);
+  WgmmaWsPlan best{0, 0};
+  double best_cost = 0.0;
+  for (const int bn : {64, 128, 256}) {
+    const WgmmaWsPlan candidate = plan(bn);
+    const int64_t ctas = (m + bn - 1) / bn * ((n + 127) / 128) * candidate.splits;
+    const double waves = static_cast<double>((ctas + sms - 1) / sms);
+    const double per_split = static_cast<double>((k_tiles + candidate.splits - 1) / candidate.splits);
+    double cost = waves * per_split * std::max(4.0 * bn, 640.0);
+    if (candidate.splits > 1) cost += static_cast<double>(candidate.splits) * m * n * 8.0 / 1900.0;
+    if (best.bn == 0 || cost < best_cost) {
+      best = candidate;
+      best_cost = cost;
+    }
+  }
+  return best;
 }
 
-// One CTA per SM (384 threads, ~200 KiB of shared memory): the largest K split whose CTAs still fit
-// in one wave (>= 8 k tiles per split), capped by the caller's split as in launch_wgmma.
 template <typename T, Layout L, int kBN>
-void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
-                     int64_t user_splits, cudaStream_t stream) {
+void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int64_t splits,
+                     cudaStream_t stream) {
   constexpr int64_t kRows = 128;
-  const int64_t m_tiles = (p.m + kBN - 1) / kBN;
-  const int64_t n_tiles = (p.n + kRows - 1) / kRows;
-  const int64_t tiles = m_tiles * n_tiles;
+  const int64_t tiles = (p.m + kBN - 1) / kBN * ((p.n + kRows - 1) / kRows);
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
-  const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
-  int64_t own = 1;
-  while (tiles * (own + 1) <= sms && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
-  const int64_t splits = user_splits > 0 ? std::min(own, user_splits) : own;
   // x [M, K] in boxes of kBN tokens x 64 k with the 128-byte swizzle the wgmma descriptor reads; the
   // packed weight as bytes in boxes of one k tile of 128 rows, in the layout's own order.
   CUtensorMap x_map;
@@ -431,13 +454,13 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
 #endif
       } else if (choice == KernelChoice::kWgmmaWs) {
 #ifdef AWQ_KERNELS_SM90A
-        const int bn = wgmma_ws_token_tile(p.m);
-        if (bn == 64) {
-          launch_wgmma_ws<T, L, 64>(aligned, w, out, sms, user_splits, stream);
-        } else if (bn == 128) {
-          launch_wgmma_ws<T, L, 128>(aligned, w, out, sms, user_splits, stream);
+        const WgmmaWsPlan plan = plan_wgmma_ws(p.m, p.n, p.k, sms, user_splits);
+        if (plan.bn == 64) {
+          launch_wgmma_ws<T, L, 64>(aligned, w, out, plan.splits, stream);
+        } else if (plan.bn == 128) {
+          launch_wgmma_ws<T, L, 128>(aligned, w, out, plan.splits, stream);
         } else {
-          launch_wgmma_ws<T, L, 256>(aligned, w, out, sms, user_splits, stream);
+          launch_wgmma_ws<T, L, 256>(aligned, w, out, plan.splits, stream);
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {
