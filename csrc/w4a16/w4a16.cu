@@ -30,9 +30,10 @@ enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kWgmmaWs, kPortable };
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
 // M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
 constexpr int64_t kGemvMaxRows = 8;
-// Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMM on sm_90a (H100, 70B shapes,
+// Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMMs on sm_90a (H100, 70B shapes,
 // M = 16: mma 38-41% of copy bandwidth against 32-35% for wgmma's 128 x 16 tile; M = 64: wgmma
-// 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6).
+// 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6). Above it "auto" takes the
+// warp-specialized TMA variant (wgmma_ws), predicted faster than the cp.async one at every M > 16.
 constexpr int64_t kMmaMaxRowsOnSm90a = 16;
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
@@ -414,7 +415,7 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
     } else if (p.m <= kGemvMaxRows) {
       choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
     } else {
-      choice = wgmma && p.m > kMmaMaxRowsOnSm90a ? KernelChoice::kWgmma : KernelChoice::kMma;
+      choice = wgmma && p.m > kMmaMaxRowsOnSm90a ? KernelChoice::kWgmmaWs : KernelChoice::kMma;
     }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.
