@@ -34,7 +34,8 @@ def w4a16_gemm(
         group_size: 32, 64 or 128.
         kernel: ``"auto"`` picks the fastest kernel for the number of rows; ``"gemv"`` (tensor-core
             GEMV for few rows, sm_80+), ``"mma"`` (tensor-core GEMM, sm_80+), ``"wgmma"`` (Hopper
-            GEMM: builds with sm_90a, compute capability 9.0 only) or ``"portable"`` (CUDA cores, any
+            GEMM: builds with sm_90a, compute capability 9.0 only), ``"wgmma_ws"`` (its
+            warp-specialized TMA-fed variant, same requirements) or ``"portable"`` (CUDA cores, any
             arch) force one.
     """
     return load("awq_inference_engine").awq_w4a16_gemm(x, qweight, scales, zeros, layout, group_size, kernel)

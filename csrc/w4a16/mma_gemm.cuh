@@ -51,6 +51,14 @@ struct MmaTypes<__nv_bfloat16> {
   static constexpr uint32_t kOnes = 0x3F803F80u;  // bf16 1.0 in both halves
 };
 
+// (bits & mask) | magic in one LOP3 (the constants in registers: LOP3 takes one immediate); any arch
+// (the weight decoders below use it).
+__device__ __forceinline__ uint32_t mask_or(uint32_t bits, uint32_t mask, uint32_t magic) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(bits), "r"(mask), "r"(magic));
+  return r;
+}
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* global, bool valid) {
@@ -88,13 +96,6 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const ui
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// (bits & mask) | magic in one LOP3 (the constants in registers: LOP3 takes one immediate).
-__device__ __forceinline__ uint32_t mask_or(uint32_t bits, uint32_t mask, uint32_t magic) {
-  uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(bits), "r"(mask), "r"(magic));
-  return r;
 }
 
 // Two biased codes (low half = first k) -> two weights in T, packed for the B fragment.
@@ -151,10 +152,10 @@ struct MmaWeight<Layout::kV2> {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const uint32_t word = *reinterpret_cast<const uint32_t*>(tile + (nl >> 2) * 128 + (nl & 3) * 32 + h * 16 + t * 4);
-      pairs[2 * h][0] = (word & 0x000F000Fu) | kMagic;
-      pairs[2 * h][1] = ((word >> 4) & 0x000F000Fu) | kMagic;
-      pairs[2 * h + 1][0] = ((word >> 8) & 0x000F000Fu) | kMagic;
-      pairs[2 * h + 1][1] = ((word >> 12) & 0x000F000Fu) | kMagic;
+      pairs[2 * h][0] = mask_or(word, 0x000F000Fu, kMagic);
+      pairs[2 * h][1] = mask_or(word >> 4, 0x000F000Fu, kMagic);
+      pairs[2 * h + 1][0] = mask_or(word >> 8, 0x000F000Fu, kMagic);
+      pairs[2 * h + 1][1] = mask_or(word >> 12, 0x000F000Fu, kMagic);
     }
   }
 };
@@ -174,13 +175,16 @@ struct MmaWeight<Layout::kV1> {
     const uint4 row0 = *reinterpret_cast<const uint4*>(tile + nl * 32);
     const uint4 row1 = *reinterpret_cast<const uint4*>(tile + nl * 32 + 16);
     const uint32_t words[8] = {row0.x, row0.y, row0.z, row0.w, row1.x, row1.y, row1.z, row1.w};
+    // Byte t of words 2 * step (a: codes k, k + 1 of pair 0) and 2 * step + 1 (b: pair 1) in one PRMT:
+    // y = a | b << 8 | a << 16 | b << 24; a pair is its low nibble at bits 0-3 and its high nibble,
+    // shifted down 4 from bits 20-23 (a) or 12 from bits 28-31 (b), at bits 16-19.
+    const uint32_t selector = t | (t + 4) << 4 | t << 8 | (t + 4) << 12;
 #pragma unroll
-    for (int step = 0; step < 4; ++step)
-#pragma unroll
-      for (int half_k = 0; half_k < 2; ++half_k) {
-        const uint32_t byte = (words[2 * step + half_k] >> (8 * t)) & 0xFFu;  // codes k, k+1
-        pairs[step][half_k] = (byte & 0x0Fu) | ((byte & 0xF0u) << 12) | kMagic;
-      }
+    for (int step = 0; step < 4; ++step) {
+      const uint32_t y = __byte_perm(words[2 * step], words[2 * step + 1], selector);
+      pairs[step][0] = mask_or(y, 0x0000000Fu, kMagic) | ((y >> 4) & 0x000F0000u);
+      pairs[step][1] = mask_or(y >> 8, 0x0000000Fu, kMagic) | ((y >> 12) & 0x000F0000u);
+    }
   }
 };
 

@@ -23,16 +23,17 @@ namespace {
 using w4a16::Layout;
 
 // kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma: Hopper
-// wgmma GEMM (wgmma_gemm.cuh, sm_90a builds on compute capability 9.0); kPortable: the CUDA-core
-// kernel (gemv.cuh), any arch.
-enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kPortable };
+// wgmma GEMM fed by cp.async, kWgmmaWs: its warp-specialized variant fed by TMA (both wgmma_gemm.cuh,
+// sm_90a builds on compute capability 9.0); kPortable: the CUDA-core kernel (gemv.cuh), any arch.
+enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kWgmmaWs, kPortable };
 
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
 // M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
 constexpr int64_t kGemvMaxRows = 8;
-// Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMM on sm_90a (H100, 70B shapes,
+// Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMMs on sm_90a (H100, 70B shapes,
 // M = 16: mma 38-41% of copy bandwidth against 32-35% for wgmma's 128 x 16 tile; M = 64: wgmma
-// 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6).
+// 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6). Above it "auto" takes the
+// warp-specialized TMA variant (wgmma_ws), predicted faster than the cp.async one at every M > 16.
 constexpr int64_t kMmaMaxRowsOnSm90a = 16;
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
@@ -143,8 +144,11 @@ KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "gemv") return KernelChoice::kGemv;
   if (kernel == "mma") return KernelChoice::kMma;
   if (kernel == "wgmma") return KernelChoice::kWgmma;
+  if (kernel == "wgmma_ws") return KernelChoice::kWgmmaWs;
   if (kernel == "portable") return KernelChoice::kPortable;
-  c.check(false, "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"portable\", got \"",
+  c.check(false,
+          "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"wgmma_ws\", \"portable\", "
+          "got \"",
           std::string(kernel), "\"");
   return KernelChoice::kAuto;
 }
@@ -310,6 +314,78 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
 }
+
+// The warp-specialized kernel's launch: token tile (CTA = 128 weight rows x bn tokens) and K split.
+struct WgmmaWsPlan {
+  int bn;
+  int64_t splits;
+};
+
+// One CTA per SM (384 threads, ~200 KiB of shared memory). For a token tile: the largest K split
+// whose CTAs still fit in one wave (>= 8 k tiles per split; the caller's split, as in launch_wgmma,
+// only caps it). Up to M = 64 the tile is 64 (weight streaming); beyond, the tile of {64, 128, 256}
+// with the least estimated time: waves x k tiles per split x clocks per k tile (the HGMMA's 4 * bn,
+// at least ~640: the consumers' ~230 instructions per warp and tile, two warps per scheduler), plus
+// the fp32 partials' write and read at ~1.9 KB per clock of DRAM bandwidth. E.g. M = 256:
+// 4096 x 4096 takes 128 (64 tiles, split 2) over 256 (32 tiles, split 4: twice the partials);
+// 8192 x 28672 takes 256 (224 tiles, 2 waves of 128 k tiles); M >= 1024 takes 256.
+WgmmaWsPlan plan_wgmma_ws(int64_t m, int64_t n, int64_t k, int sms, int64_t user_splits) {
+  const int64_t k_tiles = (k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  auto plan = [&](int bn) {
+    const int64_t tiles = (m + bn - 1) / bn * ((n + 127) / 128);
+    int64_t own = 1;
+    while (tiles * (own + 1) <= sms && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
+    return WgmmaWsPlan{bn, user_splits > 0 ? std::min(own, user_splits) : own};
+  };
+  if (m <= 64) return plan(64);
+  WgmmaWsPlan best{0, 0};
+  double best_cost = 0.0;
+  for (const int bn : {64, 128, 256}) {
+    const WgmmaWsPlan candidate = plan(bn);
+    const int64_t ctas = (m + bn - 1) / bn * ((n + 127) / 128) * candidate.splits;
+    const double waves = static_cast<double>((ctas + sms - 1) / sms);
+    const double per_split = static_cast<double>((k_tiles + candidate.splits - 1) / candidate.splits);
+    double cost = waves * per_split * std::max(4.0 * bn, 640.0);
+    if (candidate.splits > 1) cost += static_cast<double>(candidate.splits) * m * n * 8.0 / 1900.0;
+    if (best.bn == 0 || cost < best_cost) {
+      best = candidate;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+template <typename T, Layout L, int kBN>
+void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int64_t splits,
+                     cudaStream_t stream) {
+  constexpr int64_t kRows = 128;
+  const int64_t tiles = (p.m + kBN - 1) / kBN * ((p.n + kRows - 1) / kRows);
+  TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
+  // x [M, K] in boxes of kBN tokens x 64 k with the 128-byte swizzle the wgmma descriptor reads; the
+  // packed weight as bytes in boxes of one k tile of 128 rows, in the layout's own order.
+  CUtensorMap x_map;
+  CUtensorMap w_map;
+  sm90::encode_tensor_map_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_UINT16, p.x.data_ptr(), p.m, p.k, 2 * p.k, kBN,
+                             w4a16::kWgmmaBK, CU_TENSOR_MAP_SWIZZLE_128B);
+  if constexpr (L == Layout::kV2) {  // [N/4, 2K] bytes: 32 packed rows x 128 bytes per tile
+    sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.qweight, p.n / 4, 2 * p.k, 2 * p.k,
+                               kRows / 4, 2 * w4a16::kWgmmaBK, CU_TENSOR_MAP_SWIZZLE_NONE);
+  } else {  // [N, K/2] bytes: 128 rows x 32 bytes per tile
+    sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.qweight, p.n, p.k / 2, p.k / 2, kRows,
+                               w4a16::kWgmmaBK / 2, CU_TENSOR_MAP_SWIZZLE_NONE);
+  }
+  at::Tensor partial;
+  if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
+  constexpr int kSmem = w4a16::wgmma_ws_smem_bytes<kBN>();
+  auto kernel = w4a16::w4a16_wgmma_ws_kernel<T, L, kBN>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), w4a16::kWgmmaWsThreads, kSmem,
+           stream>>>(x_map, w_map, w, static_cast<T*>(out.data_ptr()),
+                     splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(p.m),
+                     static_cast<int>(splits));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
+}
 #endif
 
 // Runs a validated problem; returns [M, N]. `user_splits` = 0 lets the tensor-core path choose.
@@ -329,7 +405,8 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
 #else
   constexpr const char* kSm90aBuild = "this build has no sm_90a (TORCH_CUDA_ARCH_LIST without 9.0 or CUDA < 12.0)";
 #endif
-  TORCH_CHECK(choice != KernelChoice::kWgmma || wgmma, op, ": kernel \"wgmma\" needs an sm_90a build and a ",
+  TORCH_CHECK((choice != KernelChoice::kWgmma && choice != KernelChoice::kWgmmaWs) || wgmma, op, ": kernel \"",
+              choice == KernelChoice::kWgmma ? "wgmma" : "wgmma_ws", "\" needs an sm_90a build and a ",
               "compute capability 9.0 device (Hopper wgmma); this device is ", prop->major, ".", prop->minor, " and ",
               kSm90aBuild, ": use kernel \"mma\" or \"auto\"");
   if (choice == KernelChoice::kAuto) {
@@ -338,7 +415,7 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
     } else if (p.m <= kGemvMaxRows) {
       choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
     } else {
-      choice = wgmma && p.m > kMmaMaxRowsOnSm90a ? KernelChoice::kWgmma : KernelChoice::kMma;
+      choice = wgmma && p.m > kMmaMaxRowsOnSm90a ? KernelChoice::kWgmmaWs : KernelChoice::kMma;
     }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.
@@ -374,6 +451,17 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
           launch_wgmma<T, L, 1, 128>(aligned, w, out, sms, user_splits, stream);
         } else {
           launch_wgmma<T, L, 2, 128>(aligned, w, out, sms, user_splits, stream);
+        }
+#endif
+      } else if (choice == KernelChoice::kWgmmaWs) {
+#ifdef AWQ_KERNELS_SM90A
+        const WgmmaWsPlan plan = plan_wgmma_ws(p.m, p.n, p.k, sms, user_splits);
+        if (plan.bn == 64) {
+          launch_wgmma_ws<T, L, 64>(aligned, w, out, plan.splits, stream);
+        } else if (plan.bn == 128) {
+          launch_wgmma_ws<T, L, 128>(aligned, w, out, plan.splits, stream);
+        } else {
+          launch_wgmma_ws<T, L, 256>(aligned, w, out, plan.splits, stream);
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {

@@ -164,6 +164,70 @@ struct TileConstants {
   T2 sub[2][2], scale[2][2], add[2][2];
 };
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The constants of k tile kt for the rows n (h = 0) and n + 8 (h = 1), clamped into the weight (rows
+// past N and groups past K belong to masked outputs or zero-filled activations). Only G = 32 has a
+// second group in the tile: larger groups copy the first half's constants instead of loading them.
+template <typename T, Layout L>
+__device__ __forceinline__ void load_tile_constants(const WeightArgs<T>& w, int n, int kt, TileConstants<T>& c) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = min(n + 8 * h, w.n - 1);
+    const int group = min((kt * kWgmmaBK) >> w.group_shift, w.groups - 1);
+    dequant_constants<T, L>(w, row, group, c.sub[h][0], c.scale[h][0], c.add[h][0]);
+    if (w.group_shift < 6) {
+      const int second = min((kt * kWgmmaBK + 32) >> w.group_shift, w.groups - 1);
+      dequant_constants<T, L>(w, row, second, c.sub[h][1], c.scale[h][1], c.add[h][1]);
+    } else {
+      c.sub[h][1] = c.sub[h][0];
+      c.scale[h][1] = c.scale[h][0];
+      c.add[h][1] = c.add[h][0];
+    }
+  }
+}
+
+// frag[step]: the wgmma A registers of the warp's 16 rows (tile-local rows nl, nl + 8) for k16 step
+// `step` of the weight tile at w_tile (the mma.m16n8k16 A layout: k 2t.., 2t+8..).
+template <typename T, Layout L>
+__device__ __forceinline__ void dequantize_fragments(const uint8_t* w_tile, int nl, int t, const TileConstants<T>& k,
+                                                     uint32_t (&frag)[4][4]) {
+  uint32_t lo[4][2], hi[4][2];
+  MmaWeight<L>::template fragment<MmaTypes<T>::kMagic>(w_tile, nl, t, lo);
+  MmaWeight<L>::template fragment<MmaTypes<T>::kMagic>(w_tile, nl + 8, t, hi);
+#pragma unroll
+  for (int step = 0; step < 4; ++step) {
+    const int gi = step / 2;
+    frag[step][0] = dequant_pair<T>(lo[step][0], k.sub[0][gi], k.scale[0][gi], k.add[0][gi]);
+    frag[step][1] = dequant_pair<T>(hi[step][0], k.sub[1][gi], k.scale[1][gi], k.add[1][gi]);
+    frag[step][2] = dequant_pair<T>(lo[step][1], k.sub[0][gi], k.scale[0][gi], k.add[0][gi]);
+    frag[step][3] = dequant_pair<T>(hi[step][1], k.sub[1][gi], k.scale[1][gi], k.add[1][gi]);
+  }
+}
+
+// Stores the accumulators of one 64-row wgmma tile: acc[4j + e] is weight row n (+ 8 for e >= 2) x
+// token m + 8j + 2t + (e & 1) (n = the thread's row g, m = the tile's first token). Rows >= N and
+// tokens >= M are masked; split K writes the fp32 partial of slice `split`.
+template <typename T, int kBN>
+__device__ __forceinline__ void store_accumulators(const float (&acc)[kBN / 2], int n, int m, int t, int n_total,
+                                                   int m_total, T* out, float* partial, int split, int k_splits) {
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = n + (e >= 2 ? 8 : 0);
+      const int token = m + 8 * j + 2 * t + (e & 1);
+      if (row < n_total && token < m_total) {
+        const int64_t index = static_cast<int64_t>(token) * n_total + row;
+        if (k_splits == 1) {
+          out[index] = from_float<T>(acc[4 * j + e]);
+        } else {
+          partial[split * static_cast<int64_t>(m_total) * n_total + index] = acc[4 * j + e];
+        }
+      }
+    }
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
 // Token tiles up to 64 (weight streaming) keep 2 CTAs per SM: <= 128 registers per thread.
 template <typename T, Layout L, int kRT, int kBN>
 __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
@@ -176,7 +240,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
   constexpr int kXBytes = kBN * kWgmmaBK * 2;
   constexpr int kAcc = kBN / 2;  // m64n{kBN} f32 accumulators per thread and row tile
   constexpr int kBuffers = kRT == 1 ? 2 : 1;  // A fragment buffers
-  constexpr uint32_t kMagic = MmaTypes<T>::kMagic;
   static_assert(kStages >= 3, "the refill of tile i - 1's stage needs a third stage");
   static_assert(kBN % 16 == 0 && kBN <= 256, "token tile: wgmma N in 16..256, whole 8-row swizzle atoms");
   static_assert(kRT * kAcc <= 128, "accumulators: at most 128 registers per thread");
@@ -237,36 +300,14 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
   using Constants = TileConstants<T>[kRT];
   auto load_constants = [&](int kt, Constants& c) {
 #pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int n = min(n0 + row_of(rt) + 8 * h, w.n - 1);
-#pragma unroll
-        for (int gi = 0; gi < 2; ++gi) {
-          const int group = min((kt * kWgmmaBK + 32 * gi) >> w.group_shift, w.groups - 1);
-          dequant_constants<T, L>(w, n, group, c[rt].sub[h][gi], c[rt].scale[h][gi], c[rt].add[h][gi]);
-        }
-      }
+    for (int rt = 0; rt < kRT; ++rt) load_tile_constants<T, L>(w, n0 + row_of(rt), kt, c[rt]);
   };
 
   // frag[rt][step]: the A registers of row tile rt, k16 step `step` (rows g, g + 8 x k 2t.., 2t+8..).
   auto dequantize = [&](int stage, const Constants& c, uint32_t (&frag)[kRT][4][4]) {
     const uint8_t* w_tile = smem + stage * kStageBytes + kXBytes;
 #pragma unroll
-    for (int rt = 0; rt < kRT; ++rt) {
-      uint32_t lo[4][2], hi[4][2];
-      MmaWeight<L>::template fragment<kMagic>(w_tile, row_of(rt), t, lo);
-      MmaWeight<L>::template fragment<kMagic>(w_tile, row_of(rt) + 8, t, hi);
-      const TileConstants<T>& k = c[rt];
-#pragma unroll
-      for (int step = 0; step < 4; ++step) {
-        const int gi = step / 2;
-        frag[rt][step][0] = dequant_pair<T>(lo[step][0], k.sub[0][gi], k.scale[0][gi], k.add[0][gi]);
-        frag[rt][step][1] = dequant_pair<T>(hi[step][0], k.sub[1][gi], k.scale[1][gi], k.add[1][gi]);
-        frag[rt][step][2] = dequant_pair<T>(lo[step][1], k.sub[0][gi], k.scale[0][gi], k.add[0][gi]);
-        frag[rt][step][3] = dequant_pair<T>(hi[step][1], k.sub[1][gi], k.scale[1][gi], k.add[1][gi]);
-      }
-    }
+    for (int rt = 0; rt < kRT; ++rt) dequantize_fragments<T, L>(w_tile, row_of(rt), t, c[rt], frag[rt]);
   };
 
   float acc[kRT][kAcc];
@@ -342,24 +383,189 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
 #pragma unroll
     for (int i = 0; i < kAcc; ++i) sm90::fence_register(acc[rt][i]);
 
-  // acc[rt][4j + e]: weight row n0 + row_of(rt) + 8 * (e >= 2), token m0 + 8j + 2t + (e & 1).
 #pragma unroll
   for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-    for (int j = 0; j < kBN / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int n = n0 + row_of(rt) + (e >= 2 ? 8 : 0);
-        const int m = m0 + 8 * j + 2 * t + (e & 1);
-        if (n < w.n && m < m_total) {
-          const int64_t index = static_cast<int64_t>(m) * w.n + n;
-          if (k_splits == 1) {
-            out[index] = from_float<T>(acc[rt][4 * j + e]);
-          } else {
-            partial[split * static_cast<int64_t>(m_total) * w.n + index] = acc[rt][4 * j + e];
-          }
+    store_accumulators<T, kBN>(acc[rt], n0 + row_of(rt), m0, t, w.n, m_total, out, partial, split, k_splits);
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL (the host launches this kernel only on such devices)
+}
+
+
+// ---- Warp-specialized variant ("wgmma_ws"): TMA producer, mbarrier ring, no CTA barrier in the loop.
+//
+// CTA: 3 warpgroups (384 threads), 128 weight rows x kBN tokens (kBN = 64, 128, 256), K in 64-wide
+// tiles through a kStages-deep ring:
+//  * warpgroup 0, one thread: the producer. Per k tile it waits until the tile's slot is free (`empty`,
+//    released by all 256 consumer threads), announces the slot's bytes on `full` and issues two TMA
+//    copies: the x box (kBN tokens x 64 k, the 128-byte swizzle of the descriptor, as the cp.async
+//    variant writes it) and the weight box, the raw packed bytes in the layout's own order (v2: 32
+//    packed rows x 128 bytes; v1: 128 rows x 32 bytes: the order MmaWeight<L>::fragment reads). TMA
+//    zero-fills tokens >= M, k >= K and rows >= N; the transaction count is always the full boxes.
+//  * warpgroups 1 and 2: consumers of weight rows 0-63 and 64-127. Tile i: issue its four
+//    m64n{kBN}k16 wgmma (A = fragments dequantized during tile i - 1), commit, wait until tile i - 1's
+//    wgmma are done (`wait_group 1`: tile i's stay queued, so the tensor cores never wait for this
+//    warpgroup's dequantization), release tile i - 1's slot, then wait for tile i + 1's slot and
+//    dequantize it into the other fragment buffer. Constants (scales / zeros): loaded and switched
+//    only for tiles that start a group (every other tile at G = 128), a tile ahead of their use.
+// setmaxnreg moves registers from the producer (40) to the consumers (232: up to 128 accumulators,
+// 2 x 16 fragment registers, two tiles of constants).
+constexpr int kWgmmaWsThreads = 384;
+constexpr int kWgmmaWsProducerRegs = 40;
+constexpr int kWgmmaWsConsumerRegs = 232;
+static_assert(128 * (kWgmmaWsProducerRegs + 2 * kWgmmaWsConsumerRegs) <= 65536, "register file");
+
+// Ring depth: as many stages as fit in ~200 KiB (x tile kBN x 128 bytes + 4 KiB of weights each).
+template <int kBN>
+constexpr int wgmma_ws_stages() {
+  return kBN <= 64 ? 16 : (kBN <= 128 ? 10 : 6);
+}
+template <int kBN>
+constexpr int wgmma_ws_stage_bytes() {
+  return kBN * kWgmmaBK * 2 + 128 * kWgmmaBK / 2;
+}
+template <int kBN>
+constexpr int wgmma_ws_smem_bytes() {
+  return wgmma_ws_stages<kBN>() * wgmma_ws_stage_bytes<kBN>() + 1024;
+}
+
+template <typename T, Layout L, int kBN>
+__global__ void __launch_bounds__(kWgmmaWsThreads, 1)
+    w4a16_wgmma_ws_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap w_map,
+                          WeightArgs<T> w, T* __restrict__ out, float* __restrict__ partial, int m_total,
+                          int k_splits) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using namespace sm90;
+  constexpr int kRows = 128;
+  constexpr int kStages = wgmma_ws_stages<kBN>();
+  constexpr int kStageBytes = wgmma_ws_stage_bytes<kBN>();
+  constexpr int kXBytes = kBN * kWgmmaBK * 2;
+  static_assert(kStageBytes % 1024 == 0, "stages must keep the 1024-byte alignment of the swizzle atoms");
+  static_assert(kBN % 64 == 0 && kBN <= 256, "token tile: a TMA box of <= 256 rows, whole swizzle atoms");
+  static_assert(kStages >= 2, "tile i + 1 is dequantized while tile i's wgmma run");
+
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ uint64_t full_bar[kStages];   // the slot holds tile i (1 arrival + the TMA bytes)
+  __shared__ uint64_t empty_bar[kStages];  // the slot's tile was read by all 256 consumer threads
+  uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
+
+  // Raster as the cp.async variant: kMmaGroupM consecutive token tiles sweep the weight-row tiles.
+  const int m_tiles = (m_total + kBN - 1) / kBN;
+  const int n_tiles = (w.n + kRows - 1) / kRows;
+  const int per_group = kMmaGroupM * n_tiles;
+  const int first_m = (blockIdx.x / per_group) * kMmaGroupM;
+  const int group_m = min(kMmaGroupM, m_tiles - first_m);
+  const int m0 = (first_m + (blockIdx.x % per_group) % group_m) * kBN;
+  const int n0 = ((blockIdx.x % per_group) / group_m) * kRows;
+
+  // This CTA's k tiles (at least one: the host keeps >= 8 per split).
+  const int k_tiles = (w.k + kWgmmaBK - 1) / kWgmmaBK;
+  const int split = blockIdx.y;
+  const int kt_begin = static_cast<int>(static_cast<int64_t>(split) * k_tiles / k_splits);
+  const int kt_count = static_cast<int>(static_cast<int64_t>(split + 1) * k_tiles / k_splits) - kt_begin;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(&full_bar[s], 1);
+      mbarrier_init(&empty_bar[s], 256);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int warpgroup = static_cast<int>(threadIdx.x) / 128;
+  if (warpgroup == 0) {
+    setmaxnreg_dec<kWgmmaWsProducerRegs>();
+    if (threadIdx.x == 0) {
+      // Weight box coordinates: (byte in the packed row, packed row) of the tile's first chunk.
+      const int w_row = L == Layout::kV2 ? n0 / 4 : n0;
+      constexpr int kWBoxBytes = L == Layout::kV2 ? 128 : 32;  // packed-row bytes per k tile
+      int stage = 0;
+      uint32_t phase = 0;  // parity of the slot's current round
+      for (int i = 0; i < kt_count; ++i) {
+        // Round r >= 1 of a slot reuses it once the consumers released round r - 1.
+        if (i >= kStages) mbarrier_wait(&empty_bar[stage], phase ^ 1);
+        uint8_t* slot = smem + stage * kStageBytes;
+        const int kt = kt_begin + i;
+        mbarrier_arrive_expect_tx(&full_bar[stage], kStageBytes);
+        tma_load_2d(slot, &x_map, &full_bar[stage], kt * kWgmmaBK, m0);
+        tma_load_2d(slot + kXBytes, &w_map, &full_bar[stage], kt * kWBoxBytes, w_row);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
         }
       }
+    }
+  } else {
+    setmaxnreg_inc<kWgmmaWsConsumerRegs>();
+    const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255 over both consumer warpgroups
+    const int lane = tid & 31;
+    const int t = lane & 3;
+    // Tile-local weight row of the thread's A registers 0 and 2 (registers 1 and 3: + 8): warp w of the
+    // consumers owns rows 16w .. 16w + 15 (warpgroup 1: 0-63, warpgroup 2: 64-127).
+    const int row = 16 * (tid >> 5) + (lane >> 2);
+
+    float acc[kBN / 2];
+#pragma unroll
+    for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.f;
+
+    // `current` feeds the next dequantization, `next` holds the next group's constants.
+    auto starts_group = [&](int kt) {
+      return (kt * kWgmmaBK) >> w.group_shift != ((kt - 1) * kWgmmaBK) >> w.group_shift;
+    };
+    TileConstants<T> current, next;
+    load_tile_constants<T, L>(w, n0 + row, kt_begin, current);
+    load_tile_constants<T, L>(w, n0 + row, kt_begin + min(1, kt_count - 1), next);
+    uint32_t frag[2][4][4] = {};
+    mbarrier_wait(&full_bar[0], 0);
+    dequantize_fragments<T, L>(smem + kXBytes, row, t, current, frag[0]);
+
+    // Slot and parity of tile i + 1 (the one dequantized during tile i).
+    int next_stage = 1;
+    uint32_t next_phase = 0;
+    auto iteration = [&](auto buffer_tag, int i) {
+      constexpr int kBuf = decltype(buffer_tag)::value;
+      const int stage = i % kStages;
+      const uint8_t* x_tile = smem + stage * kStageBytes;
+      wgmma_fence();
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+        WgmmaRs<T, kBN>::mma(acc, frag[kBuf][step], smem_desc_128b_swizzle(x_tile + 32 * step));
+      wgmma_commit_group();
+      // Tile i - 1's wgmma are done: its fragments (the other buffer) and its slot are free.
+      wgmma_wait<1>();
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) fence_register(frag[kBuf ^ 1][step][r]);
+      if (i > 0) mbarrier_arrive(&empty_bar[stage == 0 ? kStages - 1 : stage - 1]);
+      if (i + 1 < kt_count) {
+        // A tile that starts a group (every tile for G <= 64, every other one for G = 128) takes the
+        // constants loaded a tile earlier into `next`; the others keep their predecessor's.
+        const int kt = kt_begin + i + 1;
+        if (starts_group(kt)) current = next;
+        if (i + 2 < kt_count && starts_group(kt + 1)) load_tile_constants<T, L>(w, n0 + row, kt + 1, next);
+        mbarrier_wait(&full_bar[next_stage], next_phase);
+        dequantize_fragments<T, L>(smem + next_stage * kStageBytes + kXBytes, row, t, current, frag[kBuf ^ 1]);
+        if (++next_stage == kStages) {
+          next_stage = 0;
+          next_phase ^= 1;
+        }
+      }
+    };
+    for (int i = 0; i < kt_count; i += 2) {
+      iteration(std::integral_constant<int, 0>{}, i);
+      if (i + 1 < kt_count) iteration(std::integral_constant<int, 1>{}, i + 1);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int step = 0; step < 4; ++step)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) fence_register(frag[b][step][r]);
+#pragma unroll
+    for (int i = 0; i < kBN / 2; ++i) fence_register(acc[i]);
+    store_accumulators<T, kBN>(acc, n0 + row, m0, t, w.n, m_total, out, partial, split, k_splits);
+  }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL (the host launches this kernel only on such devices)
 }
 

@@ -24,8 +24,9 @@ from tests.utils import sm90a_runs  # noqa: E402
 
 def main() -> None:
     torch.manual_seed(0)
-    # The Hopper kernel where it can run (sm_90a build, compute capability 9.0): tiles 128 x 16 .. 128.
-    wgmma = ("wgmma",) if sm90a_runs() else ()
+    # The Hopper kernels where they can run (sm_90a build, compute capability 9.0): wgmma's tiles
+    # 128 x 16 .. 128, wgmma_ws's 128 x 64 (M = 1 .. 17), 128 (70), 128 (300: three token tiles).
+    wgmma = ("wgmma", "wgmma_ws") if sm90a_runs() else ()
     for layout in ("v2", "v1"):
         for dtype in (torch.float16, torch.bfloat16):
             for g in (32, 64, 128):
@@ -38,7 +39,7 @@ def main() -> None:
                     else:
                         b = pack_format_b(q, z, s, g, dtype)
                         packed = [b.qweight.cuda(), b.scales.cuda(), b.qzeros.cuda()]
-                    for m in (1, 3, 17, 70, 300):
+                    for m in (1, 3, 17, 70, 300, 600):
                         x = torch.randn(m, k, dtype=dtype, device="cuda")
                         for kernel in ("gemv", "mma", "portable") + wgmma:
                             ops.w4a16_gemm(x, *packed, group_size=g, layout=layout, kernel=kernel)

@@ -16,7 +16,8 @@ quantization = pytest.importorskip("awq_kernels.quantization", reason="packers c
 
 pytestmark = pytest.mark.gpu
 
-KERNELS = ("auto", "gemv", "mma", "wgmma", "portable")
+KERNELS = ("auto", "gemv", "mma", "wgmma", "wgmma_ws", "portable")
+WGMMA_KERNELS = ("wgmma", "wgmma_ws")
 DTYPES = (torch.float16, torch.bfloat16)
 # Tolerances vs the float64 reference: the tensor-core path rounds each weight to T once (as the
 # original), the CUDA-core path does not; both round the output to T.
@@ -25,10 +26,10 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 
 
 def require(kernel: str) -> None:
-    """Kernel "wgmma" needs an sm_90a build and a compute capability 9.0 GPU."""
-    if kernel == "wgmma" and not sm90a_runs():
-        pytest.skip("kernel wgmma: no sm_90a code in this build" if not sm90a_built()
-                    else f"kernel wgmma needs compute capability 9.0, not {torch.cuda.get_device_capability()}")
+    """Kernels "wgmma" and "wgmma_ws" need an sm_90a build and a compute capability 9.0 GPU."""
+    if kernel in WGMMA_KERNELS and not sm90a_runs():
+        pytest.skip(f"kernel {kernel}: no sm_90a code in this build" if not sm90a_built()
+                    else f"kernel {kernel} needs compute capability 9.0, not {torch.cuda.get_device_capability()}")
 
 
 class Packed(NamedTuple):
@@ -161,59 +162,80 @@ def test_deterministic_and_misaligned_input(kernel: str) -> None:
 
 
 # The wgmma kernel's CTA tiles (weight rows x tokens) are 128 x 16, 128 x 64, 128 x 128 and 256 x 128:
-# M and N on both sides of each boundary, with partial tiles.
-WGMMA_M = [1, 9, 16, 17, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300]
+# M and N on both sides of each boundary, with partial tiles. wgmma_ws (128 x 64 up to M = 64, beyond
+# 128 x {64, 128, 256} by a cost model of the grid) takes 128 x 64 with split K for these small shapes;
+# its 128- and 256-token tiles are covered by the grid cases below.
+WGMMA_M = [1, 9, 16, 17, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300, 383, 384, 511, 513]
 
 
+@pytest.mark.parametrize("kernel", WGMMA_KERNELS)
 @pytest.mark.parametrize("layout", ["v2", "v1"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("g", [32, 64, 128])
 @pytest.mark.parametrize("n", [4 * 37, 4 * 75, 512])
-def test_wgmma_tiles(layout: str, dtype: torch.dtype, g: int, n: int) -> None:
-    require("wgmma")
+def test_wgmma_tiles(kernel: str, layout: str, dtype: torch.dtype, g: int, n: int) -> None:
+    require(kernel)
     k = 64 * 21 if g != 128 else 128 * 11
     w = make_weight(n, k, g, dtype, layout)
     for m in WGMMA_M:
         x = torch.randn(m, k, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, g, layout, "wgmma"), x, w, dtype, f"M={m} N={n} K={k}")
+        check(run_new_op(x, w, g, layout, kernel), x, w, dtype, f"M={m} N={n} K={k}")
 
 
-# Beyond M = 64 the CTA tile depends on the grid (w4a16.cu, wgmma_tile): on a 132-SM H100 / H200 these
-# (N, M) pairs give 128 x 64 (few CTAs: M = 300), 128 x 128 (M = 8000, 1000, 100) and 256 x 128 (M = 15000,
-# 2000, 200), all with partial last tiles.
+@pytest.mark.parametrize("kernel", WGMMA_KERNELS)
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_wgmma_odd_k_tiles(kernel: str, layout: str, dtype: torch.dtype) -> None:
+    # G = 32 and K = 32 * 41 (v1 only: v2 needs K % 64 == 0): the last k tile is half outside K
+    # (zero-filled activations and weights); 21 k tiles also wrap every ring depth (6, 10, 16 stages).
+    require(kernel)
+    k = 32 * 41 if layout == "v1" else 64 * 21
+    w = make_weight(4 * 37, k, 32, dtype, layout)
+    for m in (17, 64, 65, 200, 300):
+        x = torch.randn(m, k, dtype=dtype, device="cuda")
+        check(run_new_op(x, w, 32, layout, kernel), x, w, dtype, f"M={m} K={k}")
+
+
+# Beyond M = 64 the wgmma CTA tile depends on the grid (w4a16.cu, wgmma_tile): on a 132-SM H100 / H200
+# these (N, M) pairs give 128 x 64 (few CTAs: M = 300), 128 x 128 (M = 8000, 1000, 100) and 256 x 128
+# (M = 15000, 2000, 200), all with partial last tiles. wgmma_ws (plan_wgmma_ws): 128 x 64 (M = 300),
+# 128 x 128 (M = 8000, 2000, 100) and 128 x 256 (M = 15000, 1000, 200), partial last tiles.
 WGMMA_GRID_CASES = [(4 * 37, 300), (4 * 37, 8000), (4 * 37, 15000), (2052, 1000), (2052, 2000), (28672, 100),
                     (28672, 200)]
 
 
+@pytest.mark.parametrize("kernel", WGMMA_KERNELS)
 @pytest.mark.parametrize("layout", ["v2", "v1"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("g", [32, 128])
-def test_wgmma_token_tiles(layout: str, dtype: torch.dtype, g: int) -> None:
-    require("wgmma")
+def test_wgmma_token_tiles(kernel: str, layout: str, dtype: torch.dtype, g: int) -> None:
+    require(kernel)
     k = 640
     for n, m in WGMMA_GRID_CASES:
         w = make_weight(n, k, g, dtype, layout)
         x = torch.randn(m, k, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, g, layout, "wgmma"), x, w, dtype, f"M={m} N={n}")
+        check(run_new_op(x, w, g, layout, kernel), x, w, dtype, f"M={m} N={n}")
 
 
+@pytest.mark.parametrize("kernel", WGMMA_KERNELS)
 @pytest.mark.parametrize("layout", ["v2", "v1"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_wgmma_long_k(layout: str, dtype: torch.dtype) -> None:
+def test_wgmma_long_k(kernel: str, layout: str, dtype: torch.dtype) -> None:
     # K = 28672 (448 k tiles, split K at these sizes): fp32 accumulation over the whole length.
-    require("wgmma")
+    require(kernel)
     w = make_weight(256, 28672, 128, dtype, layout)
     for m in (16, 64, 300):
         x = torch.randn(m, 28672, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, 128, layout, "wgmma"), x, w, dtype, f"M={m}")
+        check(run_new_op(x, w, 128, layout, kernel), x, w, dtype, f"M={m}")
 
 
-@pytest.mark.skipif(sm90a_runs(), reason="the wgmma kernel runs here")
-def test_wgmma_unavailable_error() -> None:
+@pytest.mark.skipif(sm90a_runs(), reason="the wgmma kernels run here")
+@pytest.mark.parametrize("kernel", WGMMA_KERNELS)
+def test_wgmma_unavailable_error(kernel: str) -> None:
     w = make_weight(4 * 37, 128 * 7, 128, torch.float16, "v2")
     x = torch.randn(20, 128 * 7, dtype=torch.float16, device="cuda")
-    with pytest.raises(RuntimeError, match='kernel "wgmma" needs an sm_90a build and a compute capability 9.0'):
-        run_new_op(x, w, 128, "v2", "wgmma")
+    with pytest.raises(RuntimeError, match=f'kernel "{kernel}" needs an sm_90a build and a compute capability 9.0'):
+        run_new_op(x, w, 128, "v2", kernel)
 
 
 def _golden_cases(prefix: str) -> list[str]:
