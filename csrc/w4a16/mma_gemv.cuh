@@ -7,7 +7,14 @@
 // and a range of K (blockIdx.y, the K split); its kWarps warps cut that range into contiguous
 // pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
 // 16-byte chunks (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
-// and the 32 activations of rows m = g (+ 8) at the same k32. The mma reduces over k in any order,
+// and reads the 32 activations of rows m = g (+ 8) at the same k32.
+// Batches: a warp issues the loads of kUnroll steps before the first mma of any of them, so that each
+// batch costs one memory round trip: the lane's activations of the batch are copied by cp.async into
+// the warp's own shared-memory slice (no registers held while in flight), then the weight chunks go
+// to registers; the lane waits for its copies once, then reads the activations from shared memory
+// step by step. (Loading each step's activations within the step, as before, added one L2 round
+// trip per step.) For G = 128 the scale / zero of step u is loaded by lane t = u of each row group
+// and passed on by a shuffle, so a lane holds one step's parameters instead of kUnroll steps'. The mma reduces over k in any order,
 // as long as A and B agree: lane t's k slots (2t, 2t+1, 2t+8, 2t+9) of one mma are filled with two
 // code pairs of one chunk word and the matching activation pairs, so a chunk feeds 8 mma steps
 // (4 words x 2) without any data exchange between lanes. A pair is the nibbles (p, p + 4) of a word,
@@ -59,6 +66,19 @@ __device__ __forceinline__ uint16_t load_2_bytes(const void* ptr, bool pred) {
   return r;
 }
 
+// Shared-memory reads that stay behind the cp.async wait (all asm volatile, in program order).
+__device__ __forceinline__ uint4 load_shared_16(uint32_t addr) {
+  uint4 r;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(addr));
+  return r;
+}
+
+__device__ __forceinline__ uint2 load_shared_8(uint32_t addr) {
+  uint2 r;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(r.x), "=r"(r.y) : "r"(addr));
+  return r;
+}
+
 // The activation pair (k_offset(word, p), k_offset(word, p + 4)) from the lane's 32 activations held
 // as 16 T2 registers (register i = k 2i, 2i + 1). All indices are compile-time after unrolling.
 template <Layout L>
@@ -68,6 +88,35 @@ __device__ __forceinline__ uint32_t activation_pair(const uint32_t (&xh)[16], in
   if (k_hi == k_lo + 1 && k_lo % 2 == 0) return xh[k_lo / 2];
   const uint32_t selector = ((k_hi & 1) ? 0x7600u : 0x5400u) | ((k_lo & 1) ? 0x32u : 0x10u);
   return __byte_perm(xh[k_lo / 2], xh[k_hi / 2], selector);
+}
+
+// The lane's activations that the mma of word pair j (words 2j, 2j + 1) read, from its 16-byte units
+// v = 0..3 of one step at `stage` + v * unit_stride, into the registers xh[i] (k 2i, 2i + 1) that
+// activation_pair takes (the others are not set): v2 pairs k 8p + 2 word (+1): 8 bytes of each unit;
+// v1 pairs 8 word + p, + 4: units 2j and 2j + 1. Lanes of rows past M read nothing and give zeros.
+template <Layout L>
+__device__ __forceinline__ void load_x_half(uint32_t (&xh)[16], const uint8_t* stage, int unit_stride, int j,
+                                            bool row_valid) {
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(stage));
+  if constexpr (L == Layout::kV2) {
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      uint2 r = make_uint2(0u, 0u);
+      if (row_valid) r = load_shared_8(base + v * unit_stride + 8 * j);
+      xh[4 * v + 2 * j] = r.x;
+      xh[4 * v + 2 * j + 1] = r.y;
+    }
+  } else {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      uint4 r = make_uint4(0u, 0u, 0u, 0u);
+      if (row_valid) r = load_shared_16(base + (2 * j + q) * unit_stride);
+      xh[4 * (2 * j + q) + 0] = r.x;
+      xh[4 * (2 * j + q) + 1] = r.y;
+      xh[4 * (2 * j + q) + 2] = r.z;
+      xh[4 * (2 * j + q) + 3] = r.w;
+    }
+  }
 }
 
 // The raw per-(row, group) quantization parameters of a chunk: scale bits (T) and the zero (v2:
@@ -95,17 +144,33 @@ __device__ __forceinline__ float bits_to_float(uint16_t bits) {
 }
 #endif
 
+// Dynamic shared memory of a launch: each warp's activation slice of one batch, kUnroll steps x
+// x_rows rows (min(8 * kMTiles, M)) x 128 k in T.
+template <int kUnroll>
+constexpr int mma_gemv_smem_bytes(int x_rows) {
+  return kMmaGemvWarps * kUnroll * x_rows * kMmaGemvStepK * 2;
+}
+
+// CTAs per SM that the register budget must allow: 3 (<= 80 registers) for one n8 tile, so that 24
+// warps per SM hide the load latency (2 CTAs = 16 warps measured latency-bound, NOTES.md).
+template <int kMTiles>
+constexpr int mma_gemv_min_blocks() {
+  return kMTiles == 1 ? 3 : 1;
+}
+
 // kScaleInA (G < 128): the four lanes of an mma's k slots hold different groups, so the scale is
 // applied to each weight in T before the mma (w = (q - sub) * s + add, as mma_gemm.cuh). Otherwise
 // (G = 128: one group per 128-wide step) the mma multiplies the biased codes b = q + magic and the
 // group's affine map is applied once per step to the fp32 sums:
 //   sum_k x * (s q + o) = s * sum_k x b + (o - magic s) * sum_k x,
 // where sum_k x comes from a second mma with an all-ones A.
+// x_rows = min(8 * kMTiles, m_total): the activation rows staged per CTA (mma_gemv_smem_bytes).
 template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA>
-__global__ void __launch_bounds__(kMmaGemvWarps * 32)
+__global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTiles>())
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
-                          float* __restrict__ partial, int m_total, int k_splits) {
+                          float* __restrict__ partial, int m_total, int x_rows, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  static_assert(kUnroll <= 4, "the G = 128 parameters of step u come from lane t = u of the row group");
   using Traits = LayoutTraits<L>;
   using T2 = typename MmaTypes<T>::T2;
   const int lane = threadIdx.x & 31;
@@ -137,13 +202,22 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32)
   }
   const int groups_per_step = kMmaGemvStepK >> w.group_shift;
   const int lane_group = (32 * t) >> w.group_shift;
+
+  // The warp's activation slice: 16-byte units [u][v][row][t] (v: 8 k each of the lane's 32), so that
+  // consecutive lanes read consecutive units (no bank conflicts). Rows past M are neither copied nor
+  // read (their B columns are zero; their outputs are not stored).
+  extern __shared__ __align__(16) uint8_t x_stage[];
+  uint8_t* const warp_stage = x_stage + warp * (kUnroll * x_rows * kMmaGemvStepK * 2);
+  const int unit_stride = x_rows * 64;  // bytes from (u, v) to (u, v + 1)
   bool m_valid[kMTiles];
   const T* x_lane[kMTiles];
+  uint8_t* lane_stage[kMTiles];
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt) {
-    const int m = m0 + 8 * mt + g;
-    m_valid[mt] = m < m_total;
-    x_lane[mt] = x + static_cast<int64_t>(m_valid[mt] ? m : 0) * w.k + 32 * t;
+    const int r = 8 * mt + g;
+    m_valid[mt] = m0 + r < m_total;
+    x_lane[mt] = x + static_cast<int64_t>(m_valid[mt] ? m0 + r : 0) * w.k + 32 * t;
+    lane_stage[mt] = warp_stage + (r * 4 + t) * 16;
   }
   const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
   const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
@@ -155,67 +229,98 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32)
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
 
   for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
-    // Every weight and parameter load of kUnroll steps is issued before the first mma.
-    uint4 codes[kUnroll][2];
-    RawAffine affine[kUnroll][2];
     bool valid[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int step = step0 + u;
       valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-      const int group = step * groups_per_step + lane_group;
+    }
+    // Every load of the batch is issued before the first mma: the activations (zero-filled past the
+    // warp's steps and K), then the weights and parameters.
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
-        affine[u][h] = load_affine<T, L>(w, rows[h], group, valid[u]);
-      }
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+        if (m_valid[mt]) {
+#pragma unroll
+          for (int v = 0; v < 4; ++v)
+            cp_async16(lane_stage[mt] + (4 * u + v) * unit_stride,
+                       valid[u] ? x_lane[mt] + (step0 + u) * kMmaGemvStepK + 8 * v : x_lane[mt], valid[u]);
+        }
+    cp_async_commit();
+    uint4 codes[kUnroll][2];
+    // G < 128: each lane's own parameters per step; G = 128: those of step t % kUnroll (shared by
+    // shuffles below).
+    RawAffine affine[kScaleInA ? kUnroll : 1][2];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
+    const int own_step = step0 + t % kUnroll;  // G = 128: the step whose parameters this lane loads
+    if constexpr (kScaleInA) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          affine[u][h] = load_affine<T, L>(w, rows[h], (step0 + u) * groups_per_step + lane_group, valid[u]);
+    } else {
+      const bool own_valid = own_step < step_end && own_step * kMmaGemvStepK < w.k;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) affine[0][h] = load_affine<T, L>(w, rows[h], own_step, own_valid);
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
+    cp_async_wait<0>();
+
+    // G = 128: this lane's step parameters as scale bits | zero << 16 (v2: scaled zero bits; v1: z).
+    uint32_t packed[2];
+    if constexpr (!kScaleInA) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const RawAffine& a = affine[0][h];
+        const uint32_t zero =
+            L == Layout::kV2 ? a.zero & 0xFFFFu : (a.zero >> (4 * (own_step & 7))) & 15u;  // group = step
+        packed[h] = a.scale | (zero << 16);
+      }
+    }
 
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int k_step = (step0 + u) * kMmaGemvStepK;
-      uint32_t xh[kMTiles][16];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-        for (int v = 0; v < 4; ++v) {
-          const uint4 xv = load_16_bytes(x_lane[mt] + k_step + 8 * v, valid[u] && m_valid[mt]);
-          xh[mt][4 * v + 0] = xv.x;
-          xh[mt][4 * v + 1] = xv.y;
-          xh[mt][4 * v + 2] = xv.z;
-          xh[mt][4 * v + 3] = xv.w;
-        }
       // Dequantization constants of rows g and g + 8 for this step.
       T2 sub2[2], scale2[2], add2[2];
       float scale[2], offset[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const RawAffine& a = affine[u][h];
-        const uint32_t s_bits = a.scale;
+        uint32_t s_bits, zero;  // zero: v2 scaled-zero bits, v1 zero point z
+        if constexpr (kScaleInA) {
+          const RawAffine& a = affine[u][h];
+          const int group = (step0 + u) * groups_per_step + lane_group;
+          s_bits = a.scale;
+          zero = L == Layout::kV2 ? a.zero & 0xFFFFu : (a.zero >> (4 * (group & 7))) & 15u;
+        } else {
+          const uint32_t p = __shfl_sync(0xFFFFFFFFu, packed[h], (lane & ~3) | u);
+          s_bits = p & 0xFFFFu;
+          zero = p >> 16;
+        }
         if constexpr (L == Layout::kV2) {
-          const uint32_t z_bits = a.zero & 0xFFFFu;
           if constexpr (kScaleInA) {
-            const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
+            const uint32_t s2 = s_bits | (s_bits << 16), z2 = zero | (zero << 16);
             scale2[h] = *reinterpret_cast<const T2*>(&s2);
             add2[h] = *reinterpret_cast<const T2*>(&z2);
             sub2[h] = *reinterpret_cast<const T2*>(&magic);
           } else {
-            scale[h] = bits_to_float<T>(s_bits);
-            offset[h] = bits_to_float<T>(static_cast<uint16_t>(z_bits)) - MmaTypes<T>::kMagicValue * scale[h];
+            scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
+            offset[h] = bits_to_float<T>(static_cast<uint16_t>(zero)) - MmaTypes<T>::kMagicValue * scale[h];
           }
         } else {
-          const int group = (step0 + u) * groups_per_step + lane_group;
-          const uint32_t z = (a.zero >> (4 * (group & 7))) & 15u;
           if constexpr (kScaleInA) {
-            const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
+            const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (zero | (zero << 16));  // exact magic + z
             scale2[h] = *reinterpret_cast<const T2*>(&s2);
             sub2[h] = *reinterpret_cast<const T2*>(&sub);
             add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
           } else {
             scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
-            offset[h] = -scale[h] * (static_cast<float>(z) + MmaTypes<T>::kMagicValue);
+            offset[h] = -scale[h] * (static_cast<float>(zero) + MmaTypes<T>::kMagicValue);
           }
         }
       }
@@ -229,6 +334,10 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32)
       // (in v2 the two activation pairs are then adjacent registers).
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
+        uint32_t xh[kMTiles][16];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+          load_x_half<L>(xh[mt], lane_stage[mt] + 4 * u * unit_stride, unit_stride, j, m_valid[mt]);
         uint32_t bits[2][2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
