@@ -67,16 +67,33 @@ __device__ __forceinline__ uint16_t load_2_bytes(const void* ptr, bool pred) {
 }
 
 // Shared-memory reads that stay behind the cp.async wait (all asm volatile, in program order).
-__device__ __forceinline__ uint4 load_shared_16(uint32_t addr) {
+// A false predicate reads nothing and gives 0.
+__device__ __forceinline__ uint4 load_shared_16(uint32_t addr, bool pred) {
   uint4 r;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(addr));
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\nmov.b32 %0, 0;\nmov.b32 %1, 0;\nmov.b32 %2, 0;\nmov.b32 %3, 0;\n"
+      "@p ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "r"(addr), "r"(static_cast<int>(pred)));
   return r;
 }
 
-__device__ __forceinline__ uint2 load_shared_8(uint32_t addr) {
+__device__ __forceinline__ uint2 load_shared_8(uint32_t addr, bool pred) {
   uint2 r;
-  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(r.x), "=r"(r.y) : "r"(addr));
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %3, 0;\nmov.b32 %0, 0;\nmov.b32 %1, 0;\n"
+               "@p ld.shared.v2.u32 {%0, %1}, [%2];\n}\n"
+               : "=r"(r.x), "=r"(r.y)
+               : "r"(addr), "r"(static_cast<int>(pred)));
   return r;
+}
+
+// Waits for the cp.async groups of this thread but the newest one (one_pending) or all of them.
+__device__ __forceinline__ void cp_async_wait_pending(bool one_pending) {
+  if (one_pending) {
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
 }
 
 // The activation pair (k_offset(word, p), k_offset(word, p + 4)) from the lane's 32 activations held
@@ -91,26 +108,22 @@ __device__ __forceinline__ uint32_t activation_pair(const uint32_t (&xh)[16], in
 }
 
 // The lane's activations that the mma of word pair j (words 2j, 2j + 1) read, from its 16-byte units
-// v = 0..3 of one step at `stage` + v * unit_stride, into the registers xh[i] (k 2i, 2i + 1) that
+// v = 0..3 of one step at `stage` + 64 v, into the registers xh[i] (k 2i, 2i + 1) that
 // activation_pair takes (the others are not set): v2 pairs k 8p + 2 word (+1): 8 bytes of each unit;
 // v1 pairs 8 word + p, + 4: units 2j and 2j + 1. Lanes of rows past M read nothing and give zeros.
 template <Layout L>
-__device__ __forceinline__ void load_x_half(uint32_t (&xh)[16], const uint8_t* stage, int unit_stride, int j,
-                                            bool row_valid) {
-  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(stage));
+__device__ __forceinline__ void load_x_half(uint32_t (&xh)[16], uint32_t stage, int j, bool row_valid) {
   if constexpr (L == Layout::kV2) {
 #pragma unroll
     for (int v = 0; v < 4; ++v) {
-      uint2 r = make_uint2(0u, 0u);
-      if (row_valid) r = load_shared_8(base + v * unit_stride + 8 * j);
+      const uint2 r = load_shared_8(stage + 64 * v + 8 * j, row_valid);
       xh[4 * v + 2 * j] = r.x;
       xh[4 * v + 2 * j + 1] = r.y;
     }
   } else {
 #pragma unroll
     for (int q = 0; q < 2; ++q) {
-      uint4 r = make_uint4(0u, 0u, 0u, 0u);
-      if (row_valid) r = load_shared_16(base + (2 * j + q) * unit_stride);
+      const uint4 r = load_shared_16(stage + 64 * (2 * j + q), row_valid);
       xh[4 * (2 * j + q) + 0] = r.x;
       xh[4 * (2 * j + q) + 1] = r.y;
       xh[4 * (2 * j + q) + 2] = r.z;
@@ -144,12 +157,21 @@ __device__ __forceinline__ float bits_to_float(uint16_t bits) {
 }
 #endif
 
-// Dynamic shared memory of a launch: each warp's activation slice of one batch, kUnroll steps x
-// x_rows rows (min(8 * kMTiles, M)) x 128 k in T.
+// Bytes per activation row of a warp's shared-memory slice: kUnroll steps x 128 k in T, + 64 so
+// that rows g and g + 1 fall in different bank halves.
 template <int kUnroll>
-constexpr int mma_gemv_smem_bytes(int x_rows) {
-  return kMmaGemvWarps * kUnroll * x_rows * kMmaGemvStepK * 2;
+constexpr int mma_gemv_row_bytes() {
+  return kUnroll * kMmaGemvStepK * 2 + 64;
 }
+// Dynamic shared memory of a launch: x_buffers (mma_gemv_x_buffers) copies of each warp's activation
+// slice of one batch, x_rows rows (min(8 * kMTiles, M)).
+template <int kUnroll>
+constexpr int mma_gemv_smem_bytes(int x_rows, int x_buffers) {
+  return x_buffers * kMmaGemvWarps * x_rows * mma_gemv_row_bytes<kUnroll>();
+}
+// Two activation buffers (the next batch's copies in flight during this batch) where they fit with
+// 3 CTAs per SM (<= 4 rows: 2 x 34 KiB), else one.
+constexpr int mma_gemv_x_buffers(int x_rows) { return x_rows <= 4 ? 2 : 1; }
 
 // CTAs per SM that the register budget must allow: 3 (<= 80 registers) for one n8 tile, so that 24
 // warps per SM hide the load latency (2 CTAs = 16 warps measured latency-bound, NOTES.md).
@@ -164,11 +186,13 @@ constexpr int mma_gemv_min_blocks() {
 // group's affine map is applied once per step to the fp32 sums:
 //   sum_k x * (s q + o) = s * sum_k x b + (o - magic s) * sum_k x,
 // where sum_k x comes from a second mma with an all-ones A.
-// x_rows = min(8 * kMTiles, m_total): the activation rows staged per CTA (mma_gemv_smem_bytes).
+// x_rows = min(8 * kMTiles, m_total): the activation rows staged per CTA; x_buffers: 1 or 2
+// (mma_gemv_smem_bytes, mma_gemv_x_buffers).
 template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA>
 __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTiles>())
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
-                          float* __restrict__ partial, int m_total, int x_rows, int k_splits) {
+                          float* __restrict__ partial, int m_total, int x_rows, int x_buffers,
+                          int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   static_assert(kUnroll <= 4, "the G = 128 parameters of step u come from lane t = u of the row group");
   using Traits = LayoutTraits<L>;
@@ -190,25 +214,24 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
 
   // The lane's weight rows g and g + 8 (rows past N read row N - 1) and their chunk addresses at
   // step_begin; a step advances them by a fixed number of bytes (both layouts are linear in k32).
+  // A step advances a chunk by 256 bytes in v2 (two 128-byte K blocks of a packed row) and by 64
+  // in v1 (128 codes of a row): compile-time offsets within a batch.
+  constexpr int kChunkStep = L == Layout::kV2 ? 256 : 64;
   int rows[2];
   const uint8_t* chunk[2];
-  int64_t chunk_step = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     rows[h] = min(n0 + g + 8 * h, w.n - 1);
-    const int64_t first = Traits::chunk_offset(rows[h], 32 * t, w.k);
-    chunk_step = Traits::chunk_offset(rows[h], 32 * t + kMmaGemvStepK, w.k) - first;
-    chunk[h] = w.qweight + first + step_begin * chunk_step;
+    chunk[h] = w.qweight + Traits::chunk_offset(rows[h], 32 * t, w.k) + static_cast<int64_t>(step_begin) * kChunkStep;
   }
   const int groups_per_step = kMmaGemvStepK >> w.group_shift;
   const int lane_group = (32 * t) >> w.group_shift;
 
-  // The warp's activation slice: 16-byte units [u][v][row][t] (v: 8 k each of the lane's 32), so that
-  // consecutive lanes read consecutive units (no bank conflicts). Rows past M are neither copied nor
-  // read (their B columns are zero; their outputs are not stored).
+  // The warp's activation slice: 16-byte units [row][u][v][t] (v: 8 k each of the lane's 32; rows
+  // mma_gemv_row_bytes apart), so that the offsets of a batch are compile-time and the 8 lanes of a
+  // quarter warp (rows g, g + 1) read 128 consecutive bytes modulo 128 (no bank conflicts). Rows past
+  // M are neither copied nor read (their B columns are zero; their outputs are not stored).
   extern __shared__ __align__(16) uint8_t x_stage[];
-  uint8_t* const warp_stage = x_stage + warp * (kUnroll * x_rows * kMmaGemvStepK * 2);
-  const int unit_stride = x_rows * 64;  // bytes from (u, v) to (u, v + 1)
   bool m_valid[kMTiles];
   const T* x_lane[kMTiles];
   uint8_t* lane_stage[kMTiles];
@@ -217,7 +240,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
     const int r = 8 * mt + g;
     m_valid[mt] = m0 + r < m_total;
     x_lane[mt] = x + static_cast<int64_t>(m_valid[mt] ? m0 + r : 0) * w.k + 32 * t;
-    lane_stage[mt] = warp_stage + (r * 4 + t) * 16;
+    lane_stage[mt] = x_stage + (warp * x_rows + r) * mma_gemv_row_bytes<kUnroll>() + 16 * t;
   }
   const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
   const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
@@ -228,26 +251,37 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
 
-  for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
+  // The activations of the batch at `first` (zero-filled past the warp's steps and K: a zero source
+  // size reads nothing) into buffer `buffer`. The wait for them is the only wait before a batch's
+  // mma; ptxas places it before most of the batch's weight loads (whatever the source order), so
+  // with two buffers the copies are issued one batch ahead and that wait finds them done.
+  const int buffer_bytes = kMmaGemvWarps * x_rows * mma_gemv_row_bytes<kUnroll>();
+  auto copy_activations = [&](int first, int buffer) {
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+      if (m_valid[mt]) {
+        const T* src = x_lane[mt] + static_cast<int64_t>(first) * kMmaGemvStepK;
+        uint8_t* dst = lane_stage[mt] + buffer * buffer_bytes;
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const bool valid = first + u < step_end && (first + u) * kMmaGemvStepK + 32 * t < w.k;
+#pragma unroll
+          for (int v = 0; v < 4; ++v) cp_async16(dst + 64 * (4 * u + v), src + u * kMmaGemvStepK + 8 * v, valid);
+        }
+      }
+    cp_async_commit();
+  };
+  if (x_buffers == 2 && step_begin < step_end) copy_activations(step_begin, 0);
+
+  for (int step0 = step_begin, batch = 0; step0 < step_end; step0 += kUnroll, ++batch) {
     bool valid[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int step = step0 + u;
       valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
     }
-    // Every load of the batch is issued before the first mma: the activations (zero-filled past the
-    // warp's steps and K), then the weights and parameters.
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-        if (m_valid[mt]) {
-#pragma unroll
-          for (int v = 0; v < 4; ++v)
-            cp_async16(lane_stage[mt] + (4 * u + v) * unit_stride,
-                       valid[u] ? x_lane[mt] + (step0 + u) * kMmaGemvStepK + 8 * v : x_lane[mt], valid[u]);
-        }
-    cp_async_commit();
+    // Every load of the batch is issued before the first mma: the weights and parameters, then the
+    // activations (two buffers: the next batch's).
     uint4 codes[kUnroll][2];
     // G < 128: each lane's own parameters per step; G = 128: those of step t % kUnroll (shared by
     // shuffles below).
@@ -255,7 +289,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
+      for (int h = 0; h < 2; ++h) codes[u][h] = load_16_bytes(chunk[h] + u * kChunkStep, valid[u]);
     const int own_step = step0 + t % kUnroll;  // G = 128: the step whose parameters this lane loads
     if constexpr (kScaleInA) {
 #pragma unroll
@@ -269,8 +303,16 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
       for (int h = 0; h < 2; ++h) affine[0][h] = load_affine<T, L>(w, rows[h], own_step, own_valid);
     }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
-    cp_async_wait<0>();
+    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * kChunkStep;
+    const int buffer = x_buffers == 2 ? batch & 1 : 0;
+    if (x_buffers == 2) {
+      // The next batch's activations (none past the warp's steps: no copy outlives the loop).
+      if (step0 + kUnroll < step_end) copy_activations(step0 + kUnroll, buffer ^ 1);
+      cp_async_wait_pending(step0 + kUnroll < step_end);
+    } else {
+      copy_activations(step0, 0);
+      cp_async_wait<0>();
+    }
 
     // G = 128: this lane's step parameters as scale bits | zero << 16 (v2: scaled zero bits; v1: z).
     uint32_t packed[2];
@@ -337,7 +379,10 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
         uint32_t xh[kMTiles][16];
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
-          load_x_half<L>(xh[mt], lane_stage[mt] + 4 * u * unit_stride, unit_stride, j, m_valid[mt]);
+          load_x_half<L>(xh[mt],
+                         static_cast<uint32_t>(__cvta_generic_to_shared(lane_stage[mt] + buffer * buffer_bytes)) +
+                             256 * u,
+                         j, m_valid[mt]);
         uint32_t bits[2][2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {

@@ -219,14 +219,15 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
     auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true>
                                                      : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false>;
-    // Shared memory: each warp's activation slice of one batch (up to 64 KiB at 8 or 16 rows).
+    // Shared memory: each warp's activation slice of one batch, twice for <= 4 rows (<= 72 KiB).
     const int x_rows = static_cast<int>(std::min<int64_t>(kMBlock, m_count));
-    const int smem = w4a16::mma_gemv_smem_bytes<kUnroll>(x_rows);
+    const int x_buffers = w4a16::mma_gemv_x_buffers(x_rows);
+    const int smem = w4a16::mma_gemv_smem_bytes<kUnroll>(x_rows, x_buffers);
     if (smem > 48 * 1024) {
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     }
     kernel<<<grid, w4a16::kMmaGemvWarps * 32, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
-                                                              static_cast<int>(m_count), x_rows,
+                                                              static_cast<int>(m_count), x_rows, x_buffers,
                                                               static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
