@@ -226,6 +226,10 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     if (smem > 48 * 1024) {
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     }
+    // 3 CTAs per SM need up to 3 x 73 KiB of shared memory: ask for the largest carveout (the
+    // streamed weights gain nothing from L1).
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared));
     kernel<<<grid, w4a16::kMmaGemvWarps * 32, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
                                                               static_cast<int>(m_count), x_rows, x_buffers,
                                                               static_cast<int>(splits));
