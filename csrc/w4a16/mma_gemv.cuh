@@ -3,7 +3,7 @@
 // and the cost per weight does not grow with M up to 8 (16 with a second n8 tile). It streams the
 // weights once, straight from global memory into registers (no shared memory on the way).
 //
-// Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
+// Work split: a CTA owns 16 * kRowTiles weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
 // and a range of K (blockIdx.y, the K split); its kWarps warps cut that range into contiguous
 // pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
 // 16-byte chunks (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
@@ -35,7 +35,7 @@ namespace awq {
 namespace w4a16 {
 
 constexpr int kMmaGemvWarps = 8;
-constexpr int kMmaGemvRows = 16;   // weight rows per CTA (the mma's M)
+constexpr int kMmaGemvRows = 16;   // weight rows per row tile (the mma's M)
 constexpr int kMmaGemvStepK = 128;  // K per step: 4 lanes x 32 codes
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -163,21 +163,25 @@ template <int kUnroll>
 constexpr int mma_gemv_row_bytes() {
   return kUnroll * kMmaGemvStepK * 2 + 64;
 }
-// Dynamic shared memory of a launch: x_buffers (mma_gemv_x_buffers) copies of each warp's activation
-// slice of one batch, x_rows rows (min(8 * kMTiles, M)).
+// Dynamic shared memory of a launch: x_buffers copies of each warp's activation slice of one batch,
+// x_rows rows (min(8 * kMTiles, M)).
 template <int kUnroll>
 constexpr int mma_gemv_smem_bytes(int x_rows, int x_buffers) {
   return x_buffers * kMmaGemvWarps * x_rows * mma_gemv_row_bytes<kUnroll>();
 }
-// Two activation buffers (the next batch's copies in flight during this batch) where they fit with
-// 3 CTAs per SM (<= 4 rows: 2 x 34 KiB), else one.
-constexpr int mma_gemv_x_buffers(int x_rows) { return x_rows <= 4 ? 2 : 1; }
+// Two activation buffers (the next batch's copies in flight during this batch) where they take
+// <= 72 KiB (3 CTAs per SM fit): kUnroll = 4 up to 4 rows, kUnroll = 2 up to 8 rows; else one.
+template <int kUnroll>
+constexpr int mma_gemv_x_buffers(int x_rows) {
+  return mma_gemv_smem_bytes<kUnroll>(x_rows, 2) <= 72 * 1024 ? 2 : 1;
+}
 
-// CTAs per SM that the register budget must allow: 3 (<= 80 registers) for one n8 tile, so that 24
-// warps per SM hide the load latency (2 CTAs = 16 warps measured latency-bound, NOTES.md).
-template <int kMTiles>
+// CTAs per SM that the register budget must allow: 3 (<= 80 registers) for one n8 tile and one row
+// tile, so that 24 warps per SM hide the load latency (2 CTAs = 16 warps measured latency-bound with
+// the run-12 kernel, NOTES.md); 2 (<= 128) otherwise: two row tiles spill 64-172 bytes at 80.
+template <int kMTiles, int kRowTiles>
 constexpr int mma_gemv_min_blocks() {
-  return kMTiles == 1 ? 3 : 1;
+  return kMTiles == 1 && kRowTiles == 1 ? 3 : 2;
 }
 
 // kScaleInA (G < 128): the four lanes of an mma's k slots hold different groups, so the scale is
@@ -185,11 +189,13 @@ constexpr int mma_gemv_min_blocks() {
 // (G = 128: one group per 128-wide step) the mma multiplies the biased codes b = q + magic and the
 // group's affine map is applied once per step to the fp32 sums:
 //   sum_k x * (s q + o) = s * sum_k x b + (o - magic s) * sum_k x,
-// where sum_k x comes from a second mma with an all-ones A.
+// where sum_k x comes from a second mma with an all-ones A (one for all kRowTiles row tiles).
+// kRowTiles: 16-row tiles per warp (and CTA), multiplied by the same activation registers: 2 halves
+// the activation traffic per weight (shared memory and L2), which at 5..8 rows exceeds the weights'.
 // x_rows = min(8 * kMTiles, m_total): the activation rows staged per CTA; x_buffers: 1 or 2
 // (mma_gemv_smem_bytes, mma_gemv_x_buffers).
-template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA>
-__global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTiles>())
+template <typename T, Layout L, int kMTiles, int kRowTiles, int kUnroll, bool kScaleInA>
+__global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTiles, kRowTiles>())
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int x_rows, int x_buffers,
                           int k_splits) {
@@ -197,11 +203,12 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
   static_assert(kUnroll <= 4, "the G = 128 parameters of step u come from lane t = u of the row group");
   using Traits = LayoutTraits<L>;
   using T2 = typename MmaTypes<T>::T2;
+  constexpr int kTiles = kRowTiles * 2;  // (row tile, half h): rows 16 rt + g + 8 h
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int n0 = blockIdx.x * kMmaGemvRows;
+  const int n0 = blockIdx.x * (kMmaGemvRows * kRowTiles);
   const int m0 = blockIdx.z * (8 * kMTiles);
   const int split = blockIdx.y;
 
@@ -212,17 +219,16 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
   const int step_begin = cta_begin + (cta_end - cta_begin) * warp / kMmaGemvWarps;
   const int step_end = cta_begin + (cta_end - cta_begin) * (warp + 1) / kMmaGemvWarps;
 
-  // The lane's weight rows g and g + 8 (rows past N read row N - 1) and their chunk addresses at
-  // step_begin; a step advances them by a fixed number of bytes (both layouts are linear in k32).
-  // A step advances a chunk by 256 bytes in v2 (two 128-byte K blocks of a packed row) and by 64
-  // in v1 (128 codes of a row): compile-time offsets within a batch.
+  // The lane's weight rows 16 rt + g (+ 8) (rows past N read row N - 1) and their chunk addresses at
+  // step_begin. A step advances a chunk by 256 bytes in v2 (two 128-byte K blocks of a packed row)
+  // and by 64 in v1 (128 codes of a row): compile-time offsets within a batch.
   constexpr int kChunkStep = L == Layout::kV2 ? 256 : 64;
-  int rows[2];
-  const uint8_t* chunk[2];
+  int rows[kTiles];
+  const uint8_t* chunk[kTiles];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    rows[h] = min(n0 + g + 8 * h, w.n - 1);
-    chunk[h] = w.qweight + Traits::chunk_offset(rows[h], 32 * t, w.k) + static_cast<int64_t>(step_begin) * kChunkStep;
+  for (int i = 0; i < kTiles; ++i) {
+    rows[i] = min(n0 + g + 8 * i, w.n - 1);
+    chunk[i] = w.qweight + Traits::chunk_offset(rows[i], 32 * t, w.k) + static_cast<int64_t>(step_begin) * kChunkStep;
   }
   const int groups_per_step = kMmaGemvStepK >> w.group_shift;
   const int lane_group = (32 * t) >> w.group_shift;
@@ -245,11 +251,13 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
   const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
   const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
 
-  float acc[kMTiles][4];
+  float acc[kRowTiles][kMTiles][4];
 #pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
+  for (int rt = 0; rt < kRowTiles; ++rt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[rt][mt][e] = 0.f;
 
   // The activations of the batch at `first` (zero-filled past the warp's steps and K: a zero source
   // size reads nothing) into buffer `buffer`. The wait for them is the only wait before a batch's
@@ -282,28 +290,28 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
     }
     // Every load of the batch is issued before the first mma: the weights and parameters, then the
     // activations (two buffers: the next batch's).
-    uint4 codes[kUnroll][2];
+    uint4 codes[kUnroll][kTiles];
     // G < 128: each lane's own parameters per step; G = 128: those of step t % kUnroll (shared by
     // shuffles below).
-    RawAffine affine[kScaleInA ? kUnroll : 1][2];
+    RawAffine affine[kScaleInA ? kUnroll : 1][kTiles];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) codes[u][h] = load_16_bytes(chunk[h] + u * kChunkStep, valid[u]);
+      for (int i = 0; i < kTiles; ++i) codes[u][i] = load_16_bytes(chunk[i] + u * kChunkStep, valid[u]);
     const int own_step = step0 + t % kUnroll;  // G = 128: the step whose parameters this lane loads
     if constexpr (kScaleInA) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          affine[u][h] = load_affine<T, L>(w, rows[h], (step0 + u) * groups_per_step + lane_group, valid[u]);
+        for (int i = 0; i < kTiles; ++i)
+          affine[u][i] = load_affine<T, L>(w, rows[i], (step0 + u) * groups_per_step + lane_group, valid[u]);
     } else {
       const bool own_valid = own_step < step_end && own_step * kMmaGemvStepK < w.k;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) affine[0][h] = load_affine<T, L>(w, rows[h], own_step, own_valid);
+      for (int i = 0; i < kTiles; ++i) affine[0][i] = load_affine<T, L>(w, rows[i], own_step, own_valid);
     }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * kChunkStep;
+    for (int i = 0; i < kTiles; ++i) chunk[i] += kUnroll * kChunkStep;
     const int buffer = x_buffers == 2 ? batch & 1 : 0;
     if (x_buffers == 2) {
       // The next batch's activations (none past the warp's steps: no copy outlives the loop).
@@ -315,63 +323,67 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
     }
 
     // G = 128: this lane's step parameters as scale bits | zero << 16 (v2: scaled zero bits; v1: z).
-    uint32_t packed[2];
+    uint32_t packed[kTiles];
     if constexpr (!kScaleInA) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const RawAffine& a = affine[0][h];
+      for (int i = 0; i < kTiles; ++i) {
+        const RawAffine& a = affine[0][i];
         const uint32_t zero =
             L == Layout::kV2 ? a.zero & 0xFFFFu : (a.zero >> (4 * (own_step & 7))) & 15u;  // group = step
-        packed[h] = a.scale | (zero << 16);
+        packed[i] = a.scale | (zero << 16);
       }
     }
 
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      // Dequantization constants of rows g and g + 8 for this step.
-      T2 sub2[2], scale2[2], add2[2];
-      float scale[2], offset[2];
+      // Dequantization constants of the lane's rows for this step.
+      T2 sub2[kTiles], scale2[kTiles], add2[kTiles];
+      float scale[kTiles], offset[kTiles];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+      for (int i = 0; i < kTiles; ++i) {
         uint32_t s_bits, zero;  // zero: v2 scaled-zero bits, v1 zero point z
         if constexpr (kScaleInA) {
-          const RawAffine& a = affine[u][h];
+          const RawAffine& a = affine[u][i];
           const int group = (step0 + u) * groups_per_step + lane_group;
           s_bits = a.scale;
           zero = L == Layout::kV2 ? a.zero & 0xFFFFu : (a.zero >> (4 * (group & 7))) & 15u;
         } else {
-          const uint32_t p = __shfl_sync(0xFFFFFFFFu, packed[h], (lane & ~3) | u);
+          const uint32_t p = __shfl_sync(0xFFFFFFFFu, packed[i], (lane & ~3) | u);
           s_bits = p & 0xFFFFu;
           zero = p >> 16;
         }
         if constexpr (L == Layout::kV2) {
           if constexpr (kScaleInA) {
             const uint32_t s2 = s_bits | (s_bits << 16), z2 = zero | (zero << 16);
-            scale2[h] = *reinterpret_cast<const T2*>(&s2);
-            add2[h] = *reinterpret_cast<const T2*>(&z2);
-            sub2[h] = *reinterpret_cast<const T2*>(&magic);
+            scale2[i] = *reinterpret_cast<const T2*>(&s2);
+            add2[i] = *reinterpret_cast<const T2*>(&z2);
+            sub2[i] = *reinterpret_cast<const T2*>(&magic);
           } else {
-            scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
-            offset[h] = bits_to_float<T>(static_cast<uint16_t>(zero)) - MmaTypes<T>::kMagicValue * scale[h];
+            scale[i] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
+            offset[i] = bits_to_float<T>(static_cast<uint16_t>(zero)) - MmaTypes<T>::kMagicValue * scale[i];
           }
         } else {
           if constexpr (kScaleInA) {
             const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (zero | (zero << 16));  // exact magic + z
-            scale2[h] = *reinterpret_cast<const T2*>(&s2);
-            sub2[h] = *reinterpret_cast<const T2*>(&sub);
-            add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
+            scale2[i] = *reinterpret_cast<const T2*>(&s2);
+            sub2[i] = *reinterpret_cast<const T2*>(&sub);
+            add2[i] = T2{from_float<T>(0.f), from_float<T>(0.f)};
           } else {
-            scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
-            offset[h] = -scale[h] * (static_cast<float>(zero) + MmaTypes<T>::kMagicValue);
+            scale[i] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
+            offset[i] = -scale[i] * (static_cast<float>(zero) + MmaTypes<T>::kMagicValue);
           }
         }
       }
 
-      float sums[kMTiles][4], x_sums[kMTiles][4];
+      float sums[kRowTiles][kMTiles][4], x_sums[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sums[mt][e] = x_sums[mt][e] = 0.f;
+        for (int e = 0; e < 4; ++e) {
+          x_sums[mt][e] = 0.f;
+#pragma unroll
+          for (int rt = 0; rt < kRowTiles; ++rt) sums[rt][mt][e] = 0.f;
+        }
       // mma (p, j): slots 2t, 2t+1 <- nibble pair p of word 2j, slots 2t+8, 2t+9 <- pair p of word 2j+1
       // (in v2 the two activation pairs are then adjacent registers).
 #pragma unroll
@@ -383,65 +395,73 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, mma_gemv_min_blocks<kMTile
                          static_cast<uint32_t>(__cvta_generic_to_shared(lane_stage[mt] + buffer * buffer_bytes)) +
                              256 * u,
                          j, m_valid[mt]);
-        uint32_t bits[2][2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint4& c = codes[u][h];
-          bits[h][0] = j == 0 ? c.x : c.z;
-          bits[h][1] = j == 0 ? c.y : c.w;
-        }
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
-          uint32_t a[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int h = i & 1, word = i >> 1;
-            const uint32_t biased = mask_or(bits[h][word] >> (4 * p), mask, magic);
-            if constexpr (kScaleInA) {
-              a[i] = dequant_pair<T>(biased, sub2[h], scale2[h], add2[h]);
-            } else {
-              a[i] = biased;
-            }
-          }
+          uint32_t b[kMTiles][2];
 #pragma unroll
           for (int mt = 0; mt < kMTiles; ++mt) {
-            const uint32_t b[2] = {activation_pair<L>(xh[mt], 2 * j, p), activation_pair<L>(xh[mt], 2 * j + 1, p)};
-            if constexpr (kScaleInA) {
-              mma_16816<T>(acc[mt], a, b);
-            } else {
-              mma_16816<T>(sums[mt], a, b);
-              mma_16816<T>(x_sums[mt], ones, b);
+            b[mt][0] = activation_pair<L>(xh[mt], 2 * j, p);
+            b[mt][1] = activation_pair<L>(xh[mt], 2 * j + 1, p);
+            if constexpr (!kScaleInA) mma_16816<T>(x_sums[mt], ones, b[mt]);
+          }
+#pragma unroll
+          for (int rt = 0; rt < kRowTiles; ++rt) {
+            uint32_t a[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const int i = 2 * rt + (q & 1), word = 2 * j + (q >> 1);
+              const uint4& c = codes[u][i];
+              const uint32_t bits = word == 0 ? c.x : word == 1 ? c.y : word == 2 ? c.z : c.w;
+              const uint32_t biased = mask_or(bits >> (4 * p), mask, magic);
+              if constexpr (kScaleInA) {
+                a[q] = dequant_pair<T>(biased, sub2[i], scale2[i], add2[i]);
+              } else {
+                a[q] = biased;
+              }
             }
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt) mma_16816<T>(kScaleInA ? acc[rt][mt] : sums[rt][mt], a, b[mt]);
           }
         }
       }
       if constexpr (!kScaleInA) {
-        // sums[mt][e]: row g (e < 2) or g + 8, column 2t + (e & 1); x_sums is the same for every row.
+        // sums[rt][mt][e]: row 16 rt + g (e < 2) or + 8, column 2t + (e & 1); x_sums is the same for
+        // every row.
 #pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt)
+        for (int rt = 0; rt < kRowTiles; ++rt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            acc[mt][e] = fmaf(scale[e >> 1], sums[mt][e], fmaf(offset[e >> 1], x_sums[mt][e], acc[mt][e]));
+          for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int i = 2 * rt + (e >> 1);
+              acc[rt][mt][e] = fmaf(scale[i], sums[rt][mt][e], fmaf(offset[i], x_sums[mt][e], acc[rt][mt][e]));
+            }
       }
     }
   }
 
-  // acc[mt]: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
-  __shared__ float warp_acc[kMmaGemvWarps][kMTiles * 4][32];
+  // acc[rt][mt]: e = 0, 1 at row 16 rt + g, columns 2t, 2t + 1; e = 2, 3 at row 16 rt + g + 8 (rows n,
+  // columns m).
+  constexpr int kSlots = kRowTiles * kMTiles * 4;
+  __shared__ float warp_acc[kMmaGemvWarps][kSlots][32];
 #pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
+  for (int rt = 0; rt < kRowTiles; ++rt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) warp_acc[warp][(rt * kMTiles + mt) * 4 + e][lane] = acc[rt][mt][e];
   __syncthreads();
-  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kMmaGemvWarps * 32) {
-    const int slot = i / 32;  // 4 * mt + e
+  for (int i = threadIdx.x; i < kSlots * 32; i += kMmaGemvWarps * 32) {
+    const int slot = i / 32;  // (rt * kMTiles + mt) * 4 + e
     const int src_lane = i % 32;
     float sum = 0.f;
 #pragma unroll
     for (int wi = 0; wi < kMmaGemvWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
     const int e = slot % 4;
-    const int n = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
-    const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
+    const int mt = (slot / 4) % kMTiles;
+    const int rt = slot / (4 * kMTiles);
+    const int n = n0 + 16 * rt + (src_lane >> 2) + (e >= 2 ? 8 : 0);
+    const int m = m0 + 8 * mt + 2 * (src_lane & 3) + (e & 1);
     if (n < w.n && m < m_total) {
       if (k_splits == 1) {
         out[static_cast<int64_t>(m) * w.n + n] = from_float<T>(sum);
