@@ -4,8 +4,8 @@
     compute-sanitizer --tool racecheck python tests/w4a16/sanitize_w4a16.py
 
 The shapes have N and K tails (N = 4 * 37, K = 64 * 21 or 128 * 11) and M tails (M = 7: the GEMV with
-two row tiles), and one long-K shape
-so that the split-K paths (fp32 partials and their reduction) run too.
+two row tiles), and one long-K shape so that the split-K paths (fp32 partials and their reduction)
+run too.
 """
 
 from __future__ import annotations
