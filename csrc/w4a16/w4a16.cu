@@ -200,15 +200,12 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
   }
 }
 
-// kRowTiles = 2 for 5..8 rows (half the activation traffic per weight), 1 otherwise; kUnroll keeps
-// 8 chunk loads per lane in flight at one n8 tile (4 at two).
-template <typename T, Layout L, int kMTiles, int kRowTiles>
+template <typename T, Layout L, int kMTiles>
 void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      cudaStream_t stream) {
-  constexpr int kUnroll = kMTiles == 1 && kRowTiles == 1 ? 4 : 2;
+  constexpr int kUnroll = kMTiles == 1 ? 4 : 2;  // 8 (4) chunk loads per lane in flight; <= 128 registers
   constexpr int kMBlock = 8 * kMTiles;
-  constexpr int64_t kRows = w4a16::kMmaGemvRows * kRowTiles;
-  const int64_t row_blocks = (p.n + kRows - 1) / kRows;
+  const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
   // A K split only when the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
   const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kUnroll));
@@ -224,23 +221,10 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
     const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
     // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
-    auto kernel = p.group_size < w4a16::kMmaGemvStepK
-                      ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kRowTiles, kUnroll, true>
-                      : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kRowTiles, kUnroll, false>;
-    // Shared memory: each warp's activation slice of one batch, twice where it fits (<= 72 KiB).
-    const int x_rows = static_cast<int>(std::min<int64_t>(kMBlock, m_count));
-    const int x_buffers = w4a16::mma_gemv_x_buffers<kUnroll>(x_rows);
-    const int smem = w4a16::mma_gemv_smem_bytes<kUnroll>(x_rows, x_buffers);
-    if (smem > 48 * 1024) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    }
-    // 3 CTAs per SM need up to 3 x 73 KiB of shared memory: ask for the largest carveout (the
-    // streamed weights gain nothing from L1).
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                        cudaSharedmemCarveoutMaxShared));
-    kernel<<<grid, w4a16::kMmaGemvWarps * 32, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
-                                                              static_cast<int>(m_count), x_rows, x_buffers,
-                                                              static_cast<int>(splits));
+    auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true>
+                                                     : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false>;
+    kernel<<<grid, w4a16::kMmaGemvWarps * 32, 0, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
+                                                           static_cast<int>(m_count), static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
   }
@@ -481,12 +465,10 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {
-        if (p.m <= 4) {
-          launch_mma_gemv<T, L, 1, 1>(aligned, w, out, sms, stream);
-        } else if (p.m <= 8) {
-          launch_mma_gemv<T, L, 1, 2>(aligned, w, out, sms, stream);
+        if (p.m <= 8) {
+          launch_mma_gemv<T, L, 1>(aligned, w, out, sms, stream);
         } else {
-          launch_mma_gemv<T, L, 2, 1>(aligned, w, out, sms, stream);
+          launch_mma_gemv<T, L, 2>(aligned, w, out, sms, stream);
         }
       } else if (p.m == 1) {
         launch_gemv<T, L, 1>(aligned, w, out, sms, stream);

@@ -121,20 +121,6 @@ def test_large_shapes(layout: str, dtype: torch.dtype, kernel: str, n: int, k: i
         check(run_new_op(x, w, 128, layout, kernel), x, w, dtype, f"M={m}")
 
 
-@pytest.mark.parametrize("layout", ["v2", "v1"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("g", [32, 128])
-def test_gemv_many_batches(layout: str, dtype: torch.dtype, g: int) -> None:
-    """Tensor-core GEMV with several load batches per warp: activations double-buffered (M <= 4, and
-    two row tiles at M = 5..8) and single-buffered (M = 9..16), a K split (few row blocks), a last
-    batch cut short by the warp's range and, for G < 128, a last 128-wide step cut by K."""
-    n, k = 4 * 37, 128 * 300 + (64 if g != 128 else 0)
-    w = make_weight(n, k, g, dtype, layout)
-    for m in (1, 2, 3, 4, 5, 6, 7, 8, 12):
-        x = torch.randn(m, k, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, g, layout, "gemv"), x, w, dtype, f"M={m}")
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_compat_v2(dtype: torch.dtype) -> None:
     w = make_weight(4 * 37, 128 * 7, 128, dtype, "v2")
