@@ -518,17 +518,19 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
     mbarrier_wait(&full_bar[0], 0);
     dequantize_fragments<T, L>(smem + kXBytes, row, t, current, frag[0]);
 
-    // Slot and parity of tile i + 1 (the one dequantized during tile i).
+    // The x tile's descriptor in slot 0; slot s and k16 step j add (s * kStageBytes + 32 j) >> 4 to its
+    // start address field (shared addresses < 256 KiB: no carry out of the 14-bit field).
+    const uint64_t desc = smem_desc_128b_swizzle(smem);
+    // Slot of tile i, and slot and parity of tile i + 1 (the one dequantized during tile i).
+    int stage = 0;
     int next_stage = 1;
     uint32_t next_phase = 0;
     auto iteration = [&](auto buffer_tag, int i) {
       constexpr int kBuf = decltype(buffer_tag)::value;
-      const int stage = i % kStages;
-      const uint8_t* x_tile = smem + stage * kStageBytes;
+      const uint64_t slot_desc = desc + static_cast<uint32_t>(stage * (kStageBytes >> 4));
       wgmma_fence();
 #pragma unroll
-      for (int step = 0; step < 4; ++step)
-        WgmmaRs<T, kBN>::mma(acc, frag[kBuf][step], smem_desc_128b_swizzle(x_tile + 32 * step));
+      for (int step = 0; step < 4; ++step) WgmmaRs<T, kBN>::mma(acc, frag[kBuf][step], slot_desc + 2 * step);
       wgmma_commit_group();
       // Tile i - 1's wgmma are done: its fragments (the other buffer) and its slot are free.
       wgmma_wait<1>();
@@ -537,6 +539,7 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
 #pragma unroll
         for (int r = 0; r < 4; ++r) fence_register(frag[kBuf ^ 1][step][r]);
       if (i > 0) mbarrier_arrive(&empty_bar[stage == 0 ? kStages - 1 : stage - 1]);
+      stage = next_stage;
       if (i + 1 < kt_count) {
         // A tile that starts a group (every tile for G <= 64, every other one for G = 128) takes the
         // constants loaded a tile earlier into `next`; the others keep their predecessor's.
