@@ -74,9 +74,10 @@ def find_cuobjdump() -> Optional[str]:
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
-def sass_functions(library_glob: str, mangled_prefix: str) -> list[str]:
-    """SASS of each kernel whose mangled name starts with `mangled_prefix`, in the built extension
-    matching `library_glob` (e.g. "_awq_inference_engine*.so"); skips when cuobjdump is missing."""
+def sass_functions(library_glob: str, mangled_prefix: str, arch: str = "sm_90a") -> list[str]:
+    """SASS for `arch` of each kernel whose mangled name starts with `mangled_prefix`, in the built
+    extension matching `library_glob` (e.g. "_awq_inference_engine*.so"); skips when cuobjdump is
+    missing. Other archs' cubins hold empty stubs of the sm_90a-only kernels: they are left out."""
     import awq_kernels
 
     cuobjdump = find_cuobjdump()
@@ -85,7 +86,7 @@ def sass_functions(library_glob: str, mangled_prefix: str) -> list[str]:
     library = next(Path(awq_kernels.__file__).parent.glob(library_glob))
     # cuobjdump runs nvdisasm from PATH: its own directory first.
     env = dict(os.environ, PATH=f"{Path(cuobjdump).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    result = subprocess.run([cuobjdump, "-sass", str(library)], capture_output=True, text=True, env=env)
+    result = subprocess.run([cuobjdump, "-sass", "-arch", arch, str(library)], capture_output=True, text=True, env=env)
     if result.returncode != 0 and "nvdisasm" in result.stderr:
         pytest.skip("cuobjdump found no nvdisasm (put it on PATH)")
     assert result.returncode == 0, result.stderr
