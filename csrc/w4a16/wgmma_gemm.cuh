@@ -488,6 +488,24 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
         mbarrier_arrive_expect_tx(&full_bar[stage], kStageBytes);
         tma_load_2d(slot, &x_map, &full_bar[stage], kt * kWgmmaBK, m0);
         tma_load_2d(slot + kXBytes, &w_map, &full_bar[stage], kt * kWBoxBytes, w_row);
+        if constexpr (L == Layout::kV2) {
+          // The consumers load a group's scales / zeros one tile before its first use; a v2 group is a
+          // new row of [Gp, N] (the CTA's 128 columns: 256 bytes), first touched by this CTA, i.e. a
+          // DRAM round trip they would wait for. Prefetched into L2 here, kStages tiles ahead.
+          const int first = (kt * kWgmmaBK) >> w.group_shift;
+          const int last = min((kt * kWgmmaBK + kWgmmaBK - 1) >> w.group_shift, w.groups - 1);
+          if (i == 0 || first != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
+            for (int g = min(first, w.groups - 1); g <= last; ++g) {
+              const T* rows[2] = {w.scales + g * w.scale_stride + n0,
+                                  static_cast<const T*>(w.zeros) + g * w.zero_stride + n0};
+              for (const T* row_start : rows) {
+                prefetch_l2(row_start);
+                prefetch_l2(row_start + min(64, w.n - 1 - n0));
+                prefetch_l2(row_start + min(127, w.n - 1 - n0));
+              }
+            }
+          }
+        }
         if (++stage == kStages) {
           stage = 0;
           phase ^= 1;
