@@ -418,13 +418,11 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
       choice = KernelChoice::kPortable;
     } else if (p.m <= kGemvMaxRows) {
       choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
+    } else if (!wgmma || p.m <= kMmaMaxRowsOnSm90a) {
+      choice = KernelChoice::kMma;
     } else {
-      if (!wgmma || p.m <= kMmaMaxRowsOnSm90a) {
-        choice = KernelChoice::kMma;
-      } else {
-        const bool cp_async = p.layout == Layout::kV2 && p.m <= kWgmmaMaxRowsOnSm90a;
-        choice = cp_async ? KernelChoice::kWgmma : KernelChoice::kWgmmaWs;
-      }
+      const bool cp_async = p.layout == Layout::kV2 && p.m <= kWgmmaMaxRowsOnSm90a;
+      choice = cp_async ? KernelChoice::kWgmma : KernelChoice::kWgmmaWs;
     }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.
