@@ -32,9 +32,13 @@ enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kWgmmaWs, kPortable };
 constexpr int64_t kGemvMaxRows = 8;
 // Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMMs on sm_90a (H100, 70B shapes,
 // M = 16: mma 38-41% of copy bandwidth against 32-35% for wgmma's 128 x 16 tile; M = 64: wgmma
-// 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6). Above it "auto" takes the
-// warp-specialized TMA variant (wgmma_ws), predicted faster than the cp.async one at every M > 16.
+// 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6).
 constexpr int64_t kMmaMaxRowsOnSm90a = 16;
+// Format C rows up to which "auto" takes the cp.async wgmma GEMM, the warp-specialized TMA variant above
+// (device run 8, 70B shapes, v2: M = 64 cp.async 0.138 / 0.127 ms against 0.157 / 0.141 ms for
+// wgmma_ws; from M = 128 wgmma_ws, e.g. M = 1024 0.84-0.86x cuBLAS fp16 against 0.40-0.42x). Format B
+// takes wgmma_ws above kMmaMaxRowsOnSm90a (M = 64: 0.139 / 0.124 ms against 0.154 / 0.144 ms).
+constexpr int64_t kWgmmaMaxRowsOnSm90a = 64;
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
 int64_t zeros_width(int64_t k, int64_t group_size) {
@@ -414,8 +418,11 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
       choice = KernelChoice::kPortable;
     } else if (p.m <= kGemvMaxRows) {
       choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
+    } else if (!wgmma || p.m <= kMmaMaxRowsOnSm90a) {
+      choice = KernelChoice::kMma;
     } else {
-      choice = wgmma && p.m > kMmaMaxRowsOnSm90a ? KernelChoice::kWgmmaWs : KernelChoice::kMma;
+      const bool cp_async = p.layout == Layout::kV2 && p.m <= kWgmmaMaxRowsOnSm90a;
+      choice = cp_async ? KernelChoice::kWgmma : KernelChoice::kWgmmaWs;
     }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.

@@ -488,6 +488,24 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
         mbarrier_arrive_expect_tx(&full_bar[stage], kStageBytes);
         tma_load_2d(slot, &x_map, &full_bar[stage], kt * kWgmmaBK, m0);
         tma_load_2d(slot + kXBytes, &w_map, &full_bar[stage], kt * kWBoxBytes, w_row);
+        if constexpr (L == Layout::kV2) {
+          // The consumers load a group's scales / zeros one tile before its first use; a v2 group is a
+          // new row of [Gp, N] (the CTA's 128 columns: 256 bytes), first touched by this CTA, i.e. a
+          // DRAM round trip they would wait for. Prefetched into L2 here, kStages tiles ahead.
+          const int first = (kt * kWgmmaBK) >> w.group_shift;
+          const int last = min((kt * kWgmmaBK + kWgmmaBK - 1) >> w.group_shift, w.groups - 1);
+          if (i == 0 || first != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
+            for (int g = min(first, w.groups - 1); g <= last; ++g) {
+              const T* rows[2] = {w.scales + g * w.scale_stride + n0,
+                                  static_cast<const T*>(w.zeros) + g * w.zero_stride + n0};
+              for (const T* row_start : rows) {
+                prefetch_l2(row_start);
+                prefetch_l2(row_start + min(64, w.n - 1 - n0));
+                prefetch_l2(row_start + min(127, w.n - 1 - n0));
+              }
+            }
+          }
+        }
         if (++stage == kStages) {
           stage = 0;
           phase ^= 1;
@@ -518,17 +536,19 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
     mbarrier_wait(&full_bar[0], 0);
     dequantize_fragments<T, L>(smem + kXBytes, row, t, current, frag[0]);
 
-    // Slot and parity of tile i + 1 (the one dequantized during tile i).
+    // The x tile's descriptor in slot 0; slot s and k16 step j add (s * kStageBytes + 32 j) >> 4 to its
+    // start address field (shared addresses < 256 KiB: no carry out of the 14-bit field).
+    const uint64_t desc = smem_desc_128b_swizzle(smem);
+    // Slot of tile i, and slot and parity of tile i + 1 (the one dequantized during tile i).
+    int stage = 0;
     int next_stage = 1;
     uint32_t next_phase = 0;
     auto iteration = [&](auto buffer_tag, int i) {
       constexpr int kBuf = decltype(buffer_tag)::value;
-      const int stage = i % kStages;
-      const uint8_t* x_tile = smem + stage * kStageBytes;
+      const uint64_t slot_desc = desc + static_cast<uint32_t>(stage * (kStageBytes >> 4));
       wgmma_fence();
 #pragma unroll
-      for (int step = 0; step < 4; ++step)
-        WgmmaRs<T, kBN>::mma(acc, frag[kBuf][step], smem_desc_128b_swizzle(x_tile + 32 * step));
+      for (int step = 0; step < 4; ++step) WgmmaRs<T, kBN>::mma(acc, frag[kBuf][step], slot_desc + 2 * step);
       wgmma_commit_group();
       // Tile i - 1's wgmma are done: its fragments (the other buffer) and its slot are free.
       wgmma_wait<1>();
@@ -537,6 +557,7 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
 #pragma unroll
         for (int r = 0; r < 4; ++r) fence_register(frag[kBuf ^ 1][step][r]);
       if (i > 0) mbarrier_arrive(&empty_bar[stage == 0 ? kStages - 1 : stage - 1]);
+      stage = next_stage;
       if (i + 1 < kt_count) {
         // A tile that starts a group (every tile for G <= 64, every other one for G = 128) takes the
         // constants loaded a tile earlier into `next`; the others keep their predecessor's.
