@@ -34,11 +34,10 @@ constexpr int64_t kGemvMaxRows = 8;
 // M = 16: mma 38-41% of copy bandwidth against 32-35% for wgmma's 128 x 16 tile; M = 64: wgmma
 // 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6).
 constexpr int64_t kMmaMaxRowsOnSm90a = 16;
-// Format C rows up to which "auto" takes the cp.async wgmma GEMM, the warp-specialized TMA variant above
-// (device run 8, 70B shapes, v2: M = 64 cp.async 0.138 / 0.127 ms against 0.157 / 0.141 ms for
-// wgmma_ws; from M = 128 wgmma_ws, e.g. M = 1024 0.84-0.86x cuBLAS fp16 against 0.40-0.42x). Format B
-// takes wgmma_ws above kMmaMaxRowsOnSm90a (M = 64: 0.139 / 0.124 ms against 0.154 / 0.144 ms).
-constexpr int64_t kWgmmaMaxRowsOnSm90a = 64;
+// Above kMmaMaxRowsOnSm90a, "auto" takes the warp-specialized TMA wgmma GEMM (wgmma_ws) for both
+// layouts: with its scale/zero prefetch it measured faster than the cp.async wgmma GEMM from M = 17
+// (device run 10, 70B shapes, v2 M = 64: 0.1266 / 0.1140 ms against 0.1371 / 0.1260 ms; M = 1024:
+// 0.69 / 0.76 ms against 1.49 / 1.49 ms). The cp.async kernel stays selectable as "wgmma".
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
 int64_t zeros_width(int64_t k, int64_t group_size) {
@@ -421,8 +420,7 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
     } else if (!wgmma || p.m <= kMmaMaxRowsOnSm90a) {
       choice = KernelChoice::kMma;
     } else {
-      const bool cp_async = p.layout == Layout::kV2 && p.m <= kWgmmaMaxRowsOnSm90a;
-      choice = cp_async ? KernelChoice::kWgmma : KernelChoice::kWgmmaWs;
+      choice = KernelChoice::kWgmmaWs;
     }
   }
   // 16-byte vector loads: re-allocate the rare misaligned view.
