@@ -35,9 +35,10 @@ constexpr int64_t kGemvMaxRows = 8;
 // 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6).
 constexpr int64_t kMmaMaxRowsOnSm90a = 16;
 // Above kMmaMaxRowsOnSm90a, "auto" takes the warp-specialized TMA wgmma GEMM (wgmma_ws) for both
-// layouts: with its scale/zero prefetch it measured faster than the cp.async wgmma GEMM from M = 17
-// (device run 10, 70B shapes, v2 M = 64: 0.1266 / 0.1140 ms against 0.1371 / 0.1260 ms; M = 1024:
-// 0.69 / 0.76 ms against 1.49 / 1.49 ms). The cp.async kernel stays selectable as "wgmma".
+// layouts: with its scale/zero prefetch it measured faster than the cp.async wgmma GEMM at every M
+// benchmarked above 16 (device run 10, 70B shapes, v2 M = 64: 0.1266 / 0.1140 ms against 0.1371 /
+// 0.1260 ms; M = 1024: 0.69 / 0.76 ms against 1.49 / 1.49 ms; M = 17..63 were not benchmarked). The
+// cp.async kernel stays selectable as "wgmma".
 
 // Spec §2.2: int32 words holding the K/G zero points, padded for G = 64 and 32.
 int64_t zeros_width(int64_t k, int64_t group_size) {
