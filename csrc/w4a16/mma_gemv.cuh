@@ -93,21 +93,146 @@ template <typename T>
 __device__ __forceinline__ float bits_to_float(uint16_t bits) {
   return to_float(*reinterpret_cast<const T*>(&bits));
 }
-#endif
-
 // kScaleInA (G < 128): the four lanes of an mma's k slots hold different groups, so the scale is
 // applied to each weight in T before the mma (w = (q - sub) * s + add, as mma_gemm.cuh). Otherwise
 // (G = 128: one group per 128-wide step) the mma multiplies the biased codes b = q + magic and the
 // group's affine map is applied once per step to the fp32 sums:
 //   sum_k x * (s q + o) = s * sum_k x b + (o - magic s) * sum_k x,
 // where sum_k x comes from a second mma with an all-ones A.
+//
+// One 128-wide step of a warp: the lane's chunks of rows g and g + 8 (`codes`), its 32 activations
+// of each m tile (`xh`, register i = k 2i, 2i + 1 of the lane's k32) and the rows' raw affine of
+// the lane's group `group`, accumulated into `acc` (the mma C fragments, rows n x columns m).
+template <typename T, Layout L, int kMTiles, bool kScaleInA>
+__device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uint32_t (&xh)[kMTiles][16],
+                                              const RawAffine (&affine)[2], int group,
+                                              float (&acc)[kMTiles][4]) {
+  using T2 = typename MmaTypes<T>::T2;
+  const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
+  const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
+  // Dequantization constants of rows g and g + 8 for this step.
+  T2 sub2[2], scale2[2], add2[2];
+  float scale[2], offset[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const RawAffine& a = affine[h];
+    const uint32_t s_bits = a.scale;
+    if constexpr (L == Layout::kV2) {
+      const uint32_t z_bits = a.zero & 0xFFFFu;
+      if constexpr (kScaleInA) {
+        const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
+        scale2[h] = *reinterpret_cast<const T2*>(&s2);
+        add2[h] = *reinterpret_cast<const T2*>(&z2);
+        sub2[h] = *reinterpret_cast<const T2*>(&magic);
+      } else {
+        scale[h] = bits_to_float<T>(s_bits);
+        offset[h] = bits_to_float<T>(static_cast<uint16_t>(z_bits)) - MmaTypes<T>::kMagicValue * scale[h];
+      }
+    } else {
+      const uint32_t z = (a.zero >> (4 * (group & 7))) & 15u;
+      if constexpr (kScaleInA) {
+        const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
+        scale2[h] = *reinterpret_cast<const T2*>(&s2);
+        sub2[h] = *reinterpret_cast<const T2*>(&sub);
+        add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
+      } else {
+        scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
+        offset[h] = -scale[h] * (static_cast<float>(z) + MmaTypes<T>::kMagicValue);
+      }
+    }
+  }
+
+  float sums[kMTiles][4], x_sums[kMTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) sums[mt][e] = x_sums[mt][e] = 0.f;
+  // mma (p, j): slots 2t, 2t+1 <- nibble pair p of word 2j, slots 2t+8, 2t+9 <- pair p of word 2j+1
+  // (in v2 the two activation pairs are then adjacent registers).
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    uint32_t bits[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint4& c = codes[h];
+      bits[h][0] = j == 0 ? c.x : c.z;
+      bits[h][1] = j == 0 ? c.y : c.w;
+    }
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      uint32_t a[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int h = i & 1, word = i >> 1;
+        const uint32_t biased = mask_or(bits[h][word] >> (4 * p), mask, magic);
+        if constexpr (kScaleInA) {
+          a[i] = dequant_pair<T>(biased, sub2[h], scale2[h], add2[h]);
+        } else {
+          a[i] = biased;
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        const uint32_t b[2] = {activation_pair<L>(xh[mt], 2 * j, p), activation_pair<L>(xh[mt], 2 * j + 1, p)};
+        if constexpr (kScaleInA) {
+          mma_16816<T>(acc[mt], a, b);
+        } else {
+          mma_16816<T>(sums[mt], a, b);
+          mma_16816<T>(x_sums[mt], ones, b);
+        }
+      }
+    }
+  }
+  if constexpr (!kScaleInA) {
+    // sums[mt][e]: row g (e < 2) or g + 8, column 2t + (e & 1); x_sums is the same for every row.
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        acc[mt][e] = fmaf(scale[e >> 1], sums[mt][e], fmaf(offset[e >> 1], x_sums[mt][e], acc[mt][e]));
+  }
+}
+
+// The CTA's kWarps accumulator tiles (warps 0..kWarps-1) summed through shared memory in warp order, then stored to
+// `out` (rows n0.., columns m0..) or, with a K split, to the fp32 partials of split `split`.
+template <typename T, int kWarps, int kMTiles>
+__device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], int n0, int n, int m0, int m_total,
+                                               int split, int k_splits, T* __restrict__ out,
+                                               float* __restrict__ partial) {
+  // acc[mt]: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
+  __shared__ float warp_acc[kWarps][kMTiles * 4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
+  asm volatile("bar.sync 1, %0;" ::"n"(kWarps * 32) : "memory");  // the kWarps warps only (no producer warp)
+  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kWarps * 32) {
+    const int slot = i / 32;  // 4 * mt + e
+    const int src_lane = i % 32;
+    float sum = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
+    const int e = slot % 4;
+    const int row = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
+    const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
+    if (row < n && m < m_total) {
+      if (k_splits == 1) {
+        out[static_cast<int64_t>(m) * n + row] = from_float<T>(sum);
+      } else {
+        partial[(static_cast<int64_t>(split) * m_total + m) * n + row] = sum;
+      }
+    }
+  }
+}
+#endif
+
 template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA>
 __global__ void __launch_bounds__(kMmaGemvWarps * 32)
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using Traits = LayoutTraits<L>;
-  using T2 = typename MmaTypes<T>::T2;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -145,8 +270,6 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32)
     m_valid[mt] = m < m_total;
     x_lane[mt] = x + static_cast<int64_t>(m_valid[mt] ? m : 0) * w.k + 32 * t;
   }
-  const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
-  const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
 
   float acc[kMTiles][4];
 #pragma unroll
@@ -187,115 +310,11 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32)
           xh[mt][4 * v + 2] = xv.z;
           xh[mt][4 * v + 3] = xv.w;
         }
-      // Dequantization constants of rows g and g + 8 for this step.
-      T2 sub2[2], scale2[2], add2[2];
-      float scale[2], offset[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const RawAffine& a = affine[u][h];
-        const uint32_t s_bits = a.scale;
-        if constexpr (L == Layout::kV2) {
-          const uint32_t z_bits = a.zero & 0xFFFFu;
-          if constexpr (kScaleInA) {
-            const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
-            scale2[h] = *reinterpret_cast<const T2*>(&s2);
-            add2[h] = *reinterpret_cast<const T2*>(&z2);
-            sub2[h] = *reinterpret_cast<const T2*>(&magic);
-          } else {
-            scale[h] = bits_to_float<T>(s_bits);
-            offset[h] = bits_to_float<T>(static_cast<uint16_t>(z_bits)) - MmaTypes<T>::kMagicValue * scale[h];
-          }
-        } else {
-          const int group = (step0 + u) * groups_per_step + lane_group;
-          const uint32_t z = (a.zero >> (4 * (group & 7))) & 15u;
-          if constexpr (kScaleInA) {
-            const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
-            scale2[h] = *reinterpret_cast<const T2*>(&s2);
-            sub2[h] = *reinterpret_cast<const T2*>(&sub);
-            add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
-          } else {
-            scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
-            offset[h] = -scale[h] * (static_cast<float>(z) + MmaTypes<T>::kMagicValue);
-          }
-        }
-      }
-
-      float sums[kMTiles][4], x_sums[kMTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sums[mt][e] = x_sums[mt][e] = 0.f;
-      // mma (p, j): slots 2t, 2t+1 <- nibble pair p of word 2j, slots 2t+8, 2t+9 <- pair p of word 2j+1
-      // (in v2 the two activation pairs are then adjacent registers).
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        uint32_t bits[2][2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint4& c = codes[u][h];
-          bits[h][0] = j == 0 ? c.x : c.z;
-          bits[h][1] = j == 0 ? c.y : c.w;
-        }
-#pragma unroll
-        for (int p = 0; p < 4; ++p) {
-          uint32_t a[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int h = i & 1, word = i >> 1;
-            const uint32_t biased = mask_or(bits[h][word] >> (4 * p), mask, magic);
-            if constexpr (kScaleInA) {
-              a[i] = dequant_pair<T>(biased, sub2[h], scale2[h], add2[h]);
-            } else {
-              a[i] = biased;
-            }
-          }
-#pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt) {
-            const uint32_t b[2] = {activation_pair<L>(xh[mt], 2 * j, p), activation_pair<L>(xh[mt], 2 * j + 1, p)};
-            if constexpr (kScaleInA) {
-              mma_16816<T>(acc[mt], a, b);
-            } else {
-              mma_16816<T>(sums[mt], a, b);
-              mma_16816<T>(x_sums[mt], ones, b);
-            }
-          }
-        }
-      }
-      if constexpr (!kScaleInA) {
-        // sums[mt][e]: row g (e < 2) or g + 8, column 2t + (e & 1); x_sums is the same for every row.
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            acc[mt][e] = fmaf(scale[e >> 1], sums[mt][e], fmaf(offset[e >> 1], x_sums[mt][e], acc[mt][e]));
-      }
+      mma_gemv_step<T, L, kMTiles, kScaleInA>(codes[u], xh, affine[u], (step0 + u) * groups_per_step + lane_group, acc);
     }
   }
 
-  // acc[mt]: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
-  __shared__ float warp_acc[kMmaGemvWarps][kMTiles * 4][32];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
-  __syncthreads();
-  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kMmaGemvWarps * 32) {
-    const int slot = i / 32;  // 4 * mt + e
-    const int src_lane = i % 32;
-    float sum = 0.f;
-#pragma unroll
-    for (int wi = 0; wi < kMmaGemvWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
-    const int e = slot % 4;
-    const int n = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
-    const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
-    if (n < w.n && m < m_total) {
-      if (k_splits == 1) {
-        out[static_cast<int64_t>(m) * w.n + n] = from_float<T>(sum);
-      } else {
-        partial[(static_cast<int64_t>(split) * m_total + m) * w.n + n] = sum;
-      }
-    }
-  }
+  mma_gemv_store<T, kMmaGemvWarps, kMTiles>(acc, n0, w.n, m0, m_total, split, k_splits, out, partial);
 #endif  // __CUDA_ARCH__ >= 800 (the host launches this kernel only on such devices)
 }
 
