@@ -251,7 +251,7 @@ void launch_gemv_sm90(const Problem& p, const w4a16::WeightArgs<T>& w, const at:
   constexpr int kMBlock = 8 * kMTiles;
   constexpr int kCtasPerSm = kMTiles == 1 ? 3 : 2;  // the kernel's __launch_bounds__
   const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
-  const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
+  const int64_t stages_in_k = (p.k + w4a16::kGemvSm90StageK - 1) / w4a16::kGemvSm90StageK;
   // Shared memory per CTA: the SM's share for kCtasPerSm CTAs, less each CTA's reservation and the
   // kernel's static shared memory (barriers and the reduction buffer).
   const int64_t static_smem = 4 * 32 * 4 * kMTiles * w4a16::kGemvSm90Warps + 16 * w4a16::kGemvSm90MaxStages;
@@ -264,9 +264,7 @@ void launch_gemv_sm90(const Problem& p, const w4a16::WeightArgs<T>& w, const at:
     // The ring keeps a CTA's requests in flight by itself: a K split only while the CTAs would not
     // give every SM one, keeping >= 2 stages per CTA.
     int64_t splits = 1;
-    while (row_blocks * m_blocks * splits < prop.multiProcessorCount &&
-           steps / (splits * 2) >= 2 * w4a16::kGemvSm90Warps)
-      splits *= 2;
+    while (row_blocks * m_blocks * splits < prop.multiProcessorCount && stages_in_k / (splits * 2) >= 2) splits *= 2;
     const int stage_bytes = w4a16::gemv_sm90_stage_bytes<L>(static_cast<int>(std::min<int64_t>(kMBlock, m_count)));
     const int stages = static_cast<int>(std::min<int64_t>(w4a16::kGemvSm90MaxStages, budget / stage_bytes));
     TORCH_CHECK(stages >= 2, "w4a16 gemv_sm90: ", budget, " bytes of shared memory per CTA do not hold two stages of ",
@@ -486,8 +484,14 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
   const at::Tensor x = reinterpret_cast<uintptr_t>(p.x.data_ptr()) % 16 == 0 ? p.x : p.x.clone();
   const at::Tensor qweight =
       reinterpret_cast<uintptr_t>(p.qweight->data_ptr()) % 16 == 0 ? *p.qweight : p.qweight->clone();
+  // gemv_sm90 copies scales and zeros in 4-byte words.
+  const at::Tensor scales =
+      reinterpret_cast<uintptr_t>(p.scales->data_ptr()) % 4 == 0 ? *p.scales : p.scales->clone();
+  const at::Tensor zeros = reinterpret_cast<uintptr_t>(p.zeros->data_ptr()) % 4 == 0 ? *p.zeros : p.zeros->clone();
   Problem aligned = p;
   aligned.x = x;
+  aligned.scales = &scales;
+  aligned.zeros = &zeros;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sms = prop->multiProcessorCount;
 
