@@ -52,10 +52,10 @@ def cases(quick: bool) -> list[Case]:
             for m in ms:
                 x = torch.randn(m, k, dtype=DTYPE, device="cuda")
                 kernels = ["auto"]
-                if m <= 16:
-                    kernels += ["gemv"]  # auto takes gemv_sm90 on H100: against the register-load GEMV
-                if layout == "v2" and m in MMA_MS:
-                    kernels += ["mma"]
+                if layout == "v2" and m <= 16:
+                    kernels += ["gemv"]  # to place the auto threshold
+                if (layout == "v2" and m in MMA_MS) or m == 16:
+                    kernels += ["mma"]  # v1 at M = 16: against auto's GEMV there
                 if m in wgmma_ms:
                     kernels += ["wgmma", "wgmma_ws"] if m >= 16 else ["wgmma"]
                 for kernel in kernels:

@@ -17,6 +17,10 @@
 // rounding in T as the original); all sums are fp32 in the mma accumulators. Lanes past K load
 // nothing and use zero activations; rows past N read row N - 1 and rows past M read nothing (their
 // outputs are not stored).
+// Loads come in batches of kUnroll steps (the chunks and scale / zero words, asm volatile so that a
+// batch is issued before its first use); kPipelined keeps two batches in registers and requests
+// batch i + 1 before multiplying batch i, so a warp has loads in flight while it computes
+// (measured 7-23% faster than one batch at a time at M = 1 on H100: NOTES.md, session 3).
 // Reduction: the kWarps accumulator tiles of a CTA through shared memory in warp order, then to
 // `out`, or with a K split to the fp32 partials [split, M, N] that reduce_splits_kernel sums in
 // order (deterministic; no atomics, no semaphores).
@@ -227,8 +231,8 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
 }
 #endif
 
-template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA>
-__global__ void __launch_bounds__(kMmaGemvWarps * 32)
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false>
+__global__ void __launch_bounds__(kMmaGemvWarps * 32, 2)
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -277,40 +281,63 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
 
-  for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
-    // Every weight and parameter load of kUnroll steps is issued before the first mma.
+  // A batch: the weight chunks and scale / zero words of kUnroll steps.
+  struct Batch {
     uint4 codes[kUnroll][2];
     RawAffine affine[kUnroll][2];
-    bool valid[kUnroll];
+  };
+  auto load_batch = [&](Batch& b, int step0) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int step = step0 + u;
-      valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+      const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
       const int group = step * groups_per_step + lane_group;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
-        affine[u][h] = load_affine<T, L>(w, rows[h], group, valid[u]);
+        b.codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid);
+        b.affine[u][h] = load_affine<T, L>(w, rows[h], group, valid);
       }
     }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
-
+    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;  // batches are loaded in order
+  };
+  auto compute_batch = [&](const Batch& b, int step0) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int k_step = (step0 + u) * kMmaGemvStepK;
+      const int step = step0 + u;
+      const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
       uint32_t xh[kMTiles][16];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-          const uint4 xv = load_16_bytes(x_lane[mt] + k_step + 8 * v, valid[u] && m_valid[mt]);
+          const uint4 xv = load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, valid && m_valid[mt]);
           xh[mt][4 * v + 0] = xv.x;
           xh[mt][4 * v + 1] = xv.y;
           xh[mt][4 * v + 2] = xv.z;
           xh[mt][4 * v + 3] = xv.w;
         }
-      mma_gemv_step<T, L, kMTiles, kScaleInA>(codes[u], xh, affine[u], (step0 + u) * groups_per_step + lane_group, acc);
+      mma_gemv_step<T, L, kMTiles, kScaleInA>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group, acc);
+    }
+  };
+  if constexpr (kPipelined) {
+    // Two batches in registers: batch i + 1 is requested before batch i is multiplied, so a warp
+    // keeps loads in flight while it computes.
+    Batch a, b;
+    load_batch(a, step_begin);
+    for (int step0 = step_begin; step0 < step_end; step0 += 2 * kUnroll) {
+      load_batch(b, step0 + kUnroll);
+      compute_batch(a, step0);
+      if (step0 + kUnroll >= step_end) break;
+      load_batch(a, step0 + 2 * kUnroll);
+      compute_batch(b, step0 + kUnroll);
+    }
+  } else {
+    // Every weight and parameter load of kUnroll steps is issued before the first mma.
+    for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
+      Batch a;
+      load_batch(a, step0);
+      compute_batch(a, step0);
     }
   }
 

@@ -14,7 +14,6 @@
 #include "w4a16/mma_gemv.cuh"
 #include "w4a16/w4a16.h"
 #ifdef AWQ_KERNELS_SM90A  // CUDA >= 12.0, sm_90a
-#include "w4a16/gemv_sm90.cuh"
 #include "w4a16/wgmma_gemm.cuh"
 #endif
 
@@ -23,26 +22,22 @@ namespace {
 
 using w4a16::Layout;
 
-// kGemv: tensor-core GEMV (mma_gemv.cuh), kGemvSm90: the same fed by a bulk-copy ring (gemv_sm90.cuh);
-// kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma: Hopper wgmma GEMM fed by cp.async, kWgmmaWs: its
-// warp-specialized variant fed by TMA (both wgmma_gemm.cuh); kGemvSm90, kWgmma and kWgmmaWs need an
-// sm_90a build on compute capability 9.0; kPortable: the CUDA-core kernel (gemv.cuh), any arch.
-enum class KernelChoice { kAuto, kGemv, kGemvSm90, kMma, kWgmma, kWgmmaWs, kPortable };
-
-bool needs_sm90a(KernelChoice c) {
-  return c == KernelChoice::kGemvSm90 || c == KernelChoice::kWgmma || c == KernelChoice::kWgmmaWs;
-}
+// kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma: Hopper
+// wgmma GEMM fed by cp.async, kWgmmaWs: its warp-specialized variant fed by TMA (both wgmma_gemm.cuh,
+// sm_90a builds on compute capability 9.0); kPortable: the CUDA-core kernel (gemv.cuh), any arch.
+enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kWgmmaWs, kPortable };
 
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
 // M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
 constexpr int64_t kGemvMaxRows = 8;
+// Format B (v1) keeps the GEMV up to 16 rows: at M = 16 it measured 1.3-1.8x faster than the mma
+// GEMM there (H100, session 3 device runs 2 and 4, every bench shape), while for Format C the mma
+// GEMM stays faster at M = 16 (0.0960 / 0.1012 ms against 0.1379 / 0.1325 on the 70B shapes).
+constexpr int64_t kGemvMaxRowsV1 = 16;
 // Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMMs on sm_90a (H100, 70B shapes,
 // M = 16: mma 38-41% of copy bandwidth against 32-35% for wgmma's 128 x 16 tile; M = 64: wgmma
 // 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6).
 constexpr int64_t kMmaMaxRowsOnSm90a = 16;
-// On sm_90a, "auto" takes the bulk-copy ring GEMV up to this many rows (device run S3-2: predicted
-// faster than both the register-load GEMV and the mma GEMM up to 16 rows).
-constexpr int64_t kGemvSm90MaxRows = 16;
 // Above kMmaMaxRowsOnSm90a, "auto" takes the warp-specialized TMA wgmma GEMM (wgmma_ws) for both
 // layouts: with its scale/zero prefetch it measured faster than the cp.async wgmma GEMM at every M
 // benchmarked above 16 (device run 10, 70B shapes, v2 M = 64: 0.1266 / 0.1140 ms against 0.1371 /
@@ -155,14 +150,13 @@ Problem validate_v1(const ArgChecker& c, const at::Tensor& x, const at::Tensor& 
 KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "auto") return KernelChoice::kAuto;
   if (kernel == "gemv") return KernelChoice::kGemv;
-  if (kernel == "gemv_sm90") return KernelChoice::kGemvSm90;
   if (kernel == "mma") return KernelChoice::kMma;
   if (kernel == "wgmma") return KernelChoice::kWgmma;
   if (kernel == "wgmma_ws") return KernelChoice::kWgmmaWs;
   if (kernel == "portable") return KernelChoice::kPortable;
   c.check(false,
-          "argument 'kernel' must be one of \"auto\", \"gemv\", \"gemv_sm90\", \"mma\", \"wgmma\", \"wgmma_ws\", "
-          "\"portable\", got \"",
+          "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"wgmma_ws\", \"portable\", "
+          "got \"",
           std::string(kernel), "\"");
   return KernelChoice::kAuto;
 }
@@ -217,7 +211,10 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
 template <typename T, Layout L, int kMTiles>
 void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      cudaStream_t stream) {
-  constexpr int kUnroll = kMTiles == 1 ? 4 : 2;  // 8 (4) chunk loads per lane in flight; <= 128 registers
+  // M <= 8: two batches of 2 steps in registers (the next one in flight during the math); M 9..16:
+  // one batch of 2 steps (pipelined it spills 240 bytes). Both capped at 128 registers: 2 CTAs per SM.
+  constexpr int kUnroll = 2;
+  constexpr bool kPipelined = kMTiles == 1;
   constexpr int kMBlock = 8 * kMTiles;
   const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
@@ -235,57 +232,15 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
     const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
     // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
-    auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true>
-                                                     : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false>;
+    auto kernel = p.group_size < w4a16::kMmaGemvStepK
+                      ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined>
+                      : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined>;
     kernel<<<grid, w4a16::kMmaGemvWarps * 32, 0, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
                                                            static_cast<int>(m_count), static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
   }
 }
-
-#ifdef AWQ_KERNELS_SM90A
-template <typename T, Layout L, int kMTiles>
-void launch_gemv_sm90(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out,
-                      const cudaDeviceProp& prop, cudaStream_t stream) {
-  constexpr int kMBlock = 8 * kMTiles;
-  constexpr int kCtasPerSm = kMTiles == 1 ? 3 : 2;  // the kernel's __launch_bounds__
-  const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
-  const int64_t stages_in_k = (p.k + w4a16::kGemvSm90StageK - 1) / w4a16::kGemvSm90StageK;
-  // Shared memory per CTA: the SM's share for kCtasPerSm CTAs, less each CTA's reservation and the
-  // kernel's static shared memory (barriers and the reduction buffer).
-  const int64_t static_smem = 4 * 32 * 4 * kMTiles * w4a16::kGemvSm90Warps + 16 * w4a16::kGemvSm90MaxStages;
-  const int64_t budget = static_cast<int64_t>(prop.sharedMemPerMultiprocessor) / kCtasPerSm -
-                         static_cast<int64_t>(prop.reservedSharedMemPerBlock) - static_smem;
-  constexpr int64_t kMaxGridZ = 65535;
-  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kMBlock) {
-    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kMBlock);
-    const int64_t m_blocks = (m_count + kMBlock - 1) / kMBlock;
-    // The ring keeps a CTA's requests in flight by itself: a K split only while the CTAs would not
-    // give every SM one, keeping >= 2 stages per CTA.
-    int64_t splits = 1;
-    while (row_blocks * m_blocks * splits < prop.multiProcessorCount && stages_in_k / (splits * 2) >= 2) splits *= 2;
-    const int stage_bytes = w4a16::gemv_sm90_stage_bytes<L>(static_cast<int>(std::min<int64_t>(kMBlock, m_count)));
-    const int stages = static_cast<int>(std::min<int64_t>(w4a16::kGemvSm90MaxStages, budget / stage_bytes));
-    TORCH_CHECK(stages >= 2, "w4a16 gemv_sm90: ", budget, " bytes of shared memory per CTA do not hold two stages of ",
-                stage_bytes, " bytes");
-    at::Tensor partial;
-    if (splits > 1) partial = at::empty({splits, m_count, p.n}, p.x.options().dtype(at::kFloat));
-    const T* x = static_cast<const T*>(p.x.data_ptr()) + m_first * p.k;
-    T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
-    const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
-    auto kernel = p.group_size < w4a16::kMmaGemvStepK ? w4a16::w4a16_gemv_sm90_kernel<T, L, kMTiles, true>
-                                                     : w4a16::w4a16_gemv_sm90_kernel<T, L, kMTiles, false>;
-    const int smem = stages * stage_bytes;
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    kernel<<<grid, w4a16::kGemvSm90Threads, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
-                                                            static_cast<int>(m_count), static_cast<int>(splits),
-                                                            stages, stage_bytes);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
-  }
-}
-#endif
 
 template <typename T, Layout L, int kBM, int kWarpsM, int kWarpsN>
 void launch_mma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms, int64_t user_splits,
@@ -462,18 +417,17 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
 #else
   constexpr const char* kSm90aBuild = "this build has no sm_90a (TORCH_CUDA_ARCH_LIST without 9.0 or CUDA < 12.0)";
 #endif
-  TORCH_CHECK(!needs_sm90a(choice) || wgmma, op, ": kernel \"",
-              choice == KernelChoice::kWgmma ? "wgmma" : choice == KernelChoice::kWgmmaWs ? "wgmma_ws" : "gemv_sm90",
-              "\" needs an sm_90a build and a compute capability 9.0 device (Hopper wgmma / bulk copies); this "
-              "device is ", prop->major, ".", prop->minor, " and ", kSm90aBuild, ": use kernel \"",
-              choice == KernelChoice::kGemvSm90 ? "gemv" : "mma", "\" or \"auto\"");
+  TORCH_CHECK((choice != KernelChoice::kWgmma && choice != KernelChoice::kWgmmaWs) || wgmma, op, ": kernel \"",
+              choice == KernelChoice::kWgmma ? "wgmma" : "wgmma_ws", "\" needs an sm_90a build and a ",
+              "compute capability 9.0 device (Hopper wgmma); this device is ", prop->major, ".", prop->minor, " and ",
+              kSm90aBuild, ": use kernel \"mma\" or \"auto\"");
   if (choice == KernelChoice::kAuto) {
     if (!tensor_cores) {
       choice = KernelChoice::kPortable;
-    } else if (wgmma && p.m <= kGemvSm90MaxRows && !gemv_rounds_weights(p)) {
-      choice = KernelChoice::kGemvSm90;
     } else if (p.m <= kGemvMaxRows) {
       choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
+    } else if (p.m <= kGemvMaxRowsV1 && p.layout == Layout::kV1 && !gemv_rounds_weights(p)) {
+      choice = KernelChoice::kGemv;
     } else if (!wgmma || p.m <= kMmaMaxRowsOnSm90a) {
       choice = KernelChoice::kMma;
     } else {
@@ -484,14 +438,8 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
   const at::Tensor x = reinterpret_cast<uintptr_t>(p.x.data_ptr()) % 16 == 0 ? p.x : p.x.clone();
   const at::Tensor qweight =
       reinterpret_cast<uintptr_t>(p.qweight->data_ptr()) % 16 == 0 ? *p.qweight : p.qweight->clone();
-  // gemv_sm90 copies scales and zeros in 4-byte words.
-  const at::Tensor scales =
-      reinterpret_cast<uintptr_t>(p.scales->data_ptr()) % 4 == 0 ? *p.scales : p.scales->clone();
-  const at::Tensor zeros = reinterpret_cast<uintptr_t>(p.zeros->data_ptr()) % 4 == 0 ? *p.zeros : p.zeros->clone();
   Problem aligned = p;
   aligned.x = x;
-  aligned.scales = &scales;
-  aligned.zeros = &zeros;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int sms = prop->multiProcessorCount;
 
@@ -530,14 +478,6 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
           launch_wgmma_ws<T, L, 128>(aligned, w, out, plan.splits, stream);
         } else {
           launch_wgmma_ws<T, L, 256>(aligned, w, out, plan.splits, stream);
-        }
-#endif
-      } else if (choice == KernelChoice::kGemvSm90) {
-#ifdef AWQ_KERNELS_SM90A
-        if (p.m <= 8) {
-          launch_gemv_sm90<T, L, 1>(aligned, w, out, *prop, stream);
-        } else {
-          launch_gemv_sm90<T, L, 2>(aligned, w, out, *prop, stream);
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {

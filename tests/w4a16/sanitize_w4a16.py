@@ -24,10 +24,9 @@ from tests.utils import sm90a_runs  # noqa: E402
 
 def main() -> None:
     torch.manual_seed(0)
-    # The Hopper kernels where they can run (sm_90a build, compute capability 9.0): gemv_sm90 (1 and 2
-    # m tiles, K split at N = 148, the ring wrapping at K = 8192), wgmma's tiles
+    # The Hopper kernels where they can run (sm_90a build, compute capability 9.0): wgmma's tiles
     # 128 x 16 .. 128, wgmma_ws's 128 x 64 (M = 1 .. 17), 128 (70), 128 (300: three token tiles).
-    wgmma = ("gemv_sm90", "wgmma", "wgmma_ws") if sm90a_runs() else ()
+    wgmma = ("wgmma", "wgmma_ws") if sm90a_runs() else ()
     for layout in ("v2", "v1"):
         for dtype in (torch.float16, torch.bfloat16):
             for g in (32, 64, 128):

@@ -16,9 +16,8 @@ quantization = pytest.importorskip("awq_kernels.quantization", reason="packers c
 
 pytestmark = pytest.mark.gpu
 
-KERNELS = ("auto", "gemv", "gemv_sm90", "mma", "wgmma", "wgmma_ws", "portable")
+KERNELS = ("auto", "gemv", "mma", "wgmma", "wgmma_ws", "portable")
 WGMMA_KERNELS = ("wgmma", "wgmma_ws")
-SM90A_KERNELS = ("gemv_sm90", *WGMMA_KERNELS)
 DTYPES = (torch.float16, torch.bfloat16)
 # Tolerances vs the float64 reference: the tensor-core path rounds each weight to T once (as the
 # original), the CUDA-core path does not; both round the output to T.
@@ -27,8 +26,8 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "llm-awq-h100.pt"
 
 
 def require(kernel: str) -> None:
-    """Kernels "gemv_sm90", "wgmma" and "wgmma_ws" need an sm_90a build and a compute capability 9.0 GPU."""
-    if kernel in SM90A_KERNELS and not sm90a_runs():
+    """Kernels "wgmma" and "wgmma_ws" need an sm_90a build and a compute capability 9.0 GPU."""
+    if kernel in WGMMA_KERNELS and not sm90a_runs():
         pytest.skip(f"kernel {kernel}: no sm_90a code in this build" if not sm90a_built()
                     else f"kernel {kernel} needs compute capability 9.0, not {torch.cuda.get_device_capability()}")
 
@@ -109,7 +108,7 @@ LARGE_SHAPES = [
 ]
 # The CUDA-core kernels at M = 4096 are slow by design: covered once, in fp16.
 LARGE_CASES = [(dtype, kernel, *shape) for dtype in DTYPES for kernel in KERNELS for shape in LARGE_SHAPES
-               if not (kernel in ("gemv", "gemv_sm90", "portable") and max(shape[2]) > 256 and dtype == torch.bfloat16)]
+               if not (kernel in ("gemv", "portable") and max(shape[2]) > 256 and dtype == torch.bfloat16)]
 
 
 @pytest.mark.parametrize("layout", ["v2", "v1"])
@@ -231,7 +230,7 @@ def test_wgmma_long_k(kernel: str, layout: str, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.skipif(sm90a_runs(), reason="the wgmma kernels run here")
-@pytest.mark.parametrize("kernel", SM90A_KERNELS)
+@pytest.mark.parametrize("kernel", WGMMA_KERNELS)
 def test_wgmma_unavailable_error(kernel: str) -> None:
     w = make_weight(4 * 37, 128 * 7, 128, torch.float16, "v2")
     x = torch.randn(20, 128 * 7, dtype=torch.float16, device="cuda")
