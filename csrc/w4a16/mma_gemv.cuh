@@ -20,7 +20,8 @@
 // Loads come in batches of kUnroll steps (the chunks and scale / zero words, asm volatile so that a
 // batch is issued before its first use); kPipelined keeps two batches in registers and requests
 // batch i + 1 before multiplying batch i, so a warp has loads in flight while it computes
-// (measured 7-23% faster than one batch at a time at M = 1 on H100: NOTES.md, session 3).
+// (H100, M = 1: 8-15% faster than one batch at a time for Format B on 4 of the 5 bench shapes, and
+// no faster for Format C: NOTES.md, session 3).
 // Reduction: the kWarps accumulator tiles of a CTA through shared memory in warp order, then to
 // `out`, or with a K split to the fp32 partials [split, M, N] that reduce_splits_kernel sums in
 // order (deterministic; no atomics, no semaphores).
@@ -197,7 +198,7 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
   }
 }
 
-// The CTA's kWarps accumulator tiles (warps 0..kWarps-1) summed through shared memory in warp order, then stored to
+// The CTA's kWarps accumulator tiles summed through shared memory in warp order, then stored to
 // `out` (rows n0.., columns m0..) or, with a K split, to the fp32 partials of split `split`.
 template <typename T, int kWarps, int kMTiles>
 __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], int n0, int n, int m0, int m_total,
@@ -210,7 +211,7 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
   for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
-  asm volatile("bar.sync 1, %0;" ::"n"(kWarps * 32) : "memory");  // the kWarps warps only (no producer warp)
+  __syncthreads();
   for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kWarps * 32) {
     const int slot = i / 32;  // 4 * mt + e
     const int src_lane = i % 32;
@@ -232,7 +233,10 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
 #endif
 
 template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false>
-__global__ void __launch_bounds__(kMmaGemvWarps * 32, 2)
+// Register budget: pipelined or two m tiles: <= 128 (2 CTAs per SM; unbounded they take 136-170).
+// Otherwise no minimum (0 emits no .minnctapersm): ptxas then gives the batched M <= 8 kernel 94-112
+// registers, where an explicit minimum of 1 CTA makes it take 166.
+__global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2 ? 2 : 0)
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -281,46 +285,46 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 2)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
 
-  // A batch: the weight chunks and scale / zero words of kUnroll steps.
-  struct Batch {
-    uint4 codes[kUnroll][2];
-    RawAffine affine[kUnroll][2];
-  };
-  auto load_batch = [&](Batch& b, int step0) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int step = step0 + u;
-      const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-      const int group = step * groups_per_step + lane_group;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        b.codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid);
-        b.affine[u][h] = load_affine<T, L>(w, rows[h], group, valid);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;  // batches are loaded in order
-  };
-  auto compute_batch = [&](const Batch& b, int step0) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int step = step0 + u;
-      const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-      uint32_t xh[kMTiles][16];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-        for (int v = 0; v < 4; ++v) {
-          const uint4 xv = load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, valid && m_valid[mt]);
-          xh[mt][4 * v + 0] = xv.x;
-          xh[mt][4 * v + 1] = xv.y;
-          xh[mt][4 * v + 2] = xv.z;
-          xh[mt][4 * v + 3] = xv.w;
-        }
-      mma_gemv_step<T, L, kMTiles, kScaleInA>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group, acc);
-    }
-  };
   if constexpr (kPipelined) {
+    // A batch: the weight chunks and scale / zero words of kUnroll steps.
+    struct Batch {
+      uint4 codes[kUnroll][2];
+      RawAffine affine[kUnroll][2];
+    };
+    auto load_batch = [&](Batch& b, int step0) {
+  #pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int step = step0 + u;
+        const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+        const int group = step * groups_per_step + lane_group;
+  #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          b.codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid);
+          b.affine[u][h] = load_affine<T, L>(w, rows[h], group, valid);
+        }
+      }
+  #pragma unroll
+      for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;  // batches are loaded in order
+    };
+    auto compute_batch = [&](const Batch& b, int step0) {
+  #pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int step = step0 + u;
+        const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+        uint32_t xh[kMTiles][16];
+  #pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+  #pragma unroll
+          for (int v = 0; v < 4; ++v) {
+            const uint4 xv = load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, valid && m_valid[mt]);
+            xh[mt][4 * v + 0] = xv.x;
+            xh[mt][4 * v + 1] = xv.y;
+            xh[mt][4 * v + 2] = xv.z;
+            xh[mt][4 * v + 3] = xv.w;
+          }
+        mma_gemv_step<T, L, kMTiles, kScaleInA>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group, acc);
+      }
+    };
     // Two batches in registers: batch i + 1 is requested before batch i is multiplied, so a warp
     // keeps loads in flight while it computes.
     Batch a, b;
@@ -333,11 +337,42 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, 2)
       compute_batch(b, step0 + kUnroll);
     }
   } else {
-    // Every weight and parameter load of kUnroll steps is issued before the first mma.
+    // Every weight and parameter load of kUnroll steps is issued before the first mma (written out
+    // rather than through the lambdas: ptxas gives this form 112 registers, the lambdas ~170).
     for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
-      Batch a;
-      load_batch(a, step0);
-      compute_batch(a, step0);
+      uint4 codes[kUnroll][2];
+      RawAffine affine[kUnroll][2];
+      bool valid[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int step = step0 + u;
+        valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+        const int group = step * groups_per_step + lane_group;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
+          affine[u][h] = load_affine<T, L>(w, rows[h], group, valid[u]);
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int k_step = (step0 + u) * kMmaGemvStepK;
+        uint32_t xh[kMTiles][16];
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+          for (int v = 0; v < 4; ++v) {
+            const uint4 xv = load_16_bytes(x_lane[mt] + k_step + 8 * v, valid[u] && m_valid[mt]);
+            xh[mt][4 * v + 0] = xv.x;
+            xh[mt][4 * v + 1] = xv.y;
+            xh[mt][4 * v + 2] = xv.z;
+            xh[mt][4 * v + 3] = xv.w;
+          }
+        mma_gemv_step<T, L, kMTiles, kScaleInA>(codes[u], xh, affine[u], (step0 + u) * groups_per_step + lane_group,
+                                                acc);
+      }
     }
   }
 

@@ -211,10 +211,11 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
 template <typename T, Layout L, int kMTiles>
 void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      cudaStream_t stream) {
-  // M <= 8: two batches of 2 steps in registers (the next one in flight during the math); M 9..16:
-  // one batch of 2 steps (pipelined it spills 240 bytes). Both capped at 128 registers: 2 CTAs per SM.
-  constexpr int kUnroll = 2;
-  constexpr bool kPipelined = kMTiles == 1;
+  // Loads in flight per lane: M <= 8, Format C: one batch of 4 steps (8 chunks); Format B: two
+  // batches of 2 steps, the next requested before the current one is multiplied (8-15% faster for
+  // Format B, no gain for Format C: lab run S3-7); M 9..16: one batch of 2 steps (pipelined it spills).
+  constexpr bool kPipelined = kMTiles == 1 && L == Layout::kV1;
+  constexpr int kUnroll = kMTiles == 1 && !kPipelined ? 4 : 2;
   constexpr int kMBlock = 8 * kMTiles;
   const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
