@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
@@ -39,16 +40,35 @@ class L2Flusher:
         torch.amax(self.buffer)
 
 
+# GPU cycles of the busy-wait queued before each timed call (~100 us on an H100): the host enqueues
+# the start event and the call while the GPU still spins, so host-side dispatch time never lands
+# between the two events (without it, a call whose Python/dispatcher work outlasts the flush was
+# timed with that gap: ~5 us on a 60 us W4A16 GEMV, device run S3-8 against the standalone lab).
+GPU_BUSY_CYCLES = 200_000
+
+
+# Warm-up of each case: at least this long, so that a memory-bound case timed right after large
+# GEMMs does not run at their power-limited clocks (device run S3-9: the same W4A16 GEMV as two
+# consecutive cases measured 0.0670 and 0.0620 ms, the first right after the M = 4096 GEMMs).
+WARMUP_SECONDS = 0.05
+
+
 def time_ms(fn: Callable[[], object], flush: Optional[L2Flusher], reps: int = 50, warmup: int = 5) -> float:
     """Median device time of `fn` in milliseconds (CUDA events around each call)."""
-    for _ in range(warmup):
+    deadline = time.perf_counter() + WARMUP_SECONDS
+    done = 0
+    while done < warmup or time.perf_counter() < deadline:
         fn()
+        done += 1
+        if done % 8 == 0:
+            torch.cuda.synchronize()  # so the deadline counts device time, not queued calls
     torch.cuda.synchronize()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for start, end in zip(starts, ends):
         if flush is not None:
             flush()
+        torch.cuda._sleep(GPU_BUSY_CYCLES)
         start.record()
         fn()
         end.record()
