@@ -14,8 +14,8 @@ from benchmarks.harness import Case
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672), (28672, 8192)]  # (K, N)
 MS = [1, 4, 16, 64, 128, 256, 1024, 4096]
-# Explicit "wgmma" variants (auto takes it on H100 from M = 17; M = 4 against "gemv" to place that threshold),
-# and from M = 16 the warp-specialized TMA variant "wgmma_ws" (against "mma" there, to place auto's threshold).
+# Explicit "wgmma" variants (the cp.async wgmma kernel, still selectable; M = 4 against "gemv"), and from
+# M = 16 the warp-specialized TMA variant "wgmma_ws" that auto takes on H100 from M = 17 (against "mma" at 16).
 WGMMA_MS = (4, 16, 64, 128, 256, 1024, 4096)
 MMA_MS = (16, 64, 128, 256)  # explicit "mma" variants: the mma.sync GEMM that wgmma must beat
 GROUP = 128

@@ -24,6 +24,24 @@ __device__ __forceinline__ half from_float<half>(float x) { return __float2half_
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
+// CTA raster of the tiled GEMMs that keeps the m-side operand in L2: `group` consecutive m tiles
+// sweep all n tiles before the next group starts. The tile coordinates of linear CTA index `tile`.
+struct TileCoord {
+  int m, n;
+};
+__device__ __forceinline__ TileCoord grouped_tile(int tile, int tiles_m, int tiles_n, int group) {
+  const int per_group = group * tiles_n;
+  const int first_m = (tile / per_group) * group;
+  const int group_m = min(group, tiles_m - first_m);
+  return {first_m + (tile % per_group) % group_m, (tile % per_group) / group_m};
+}
+
+// Where part `part` of `count` items cut into `parts` contiguous, in-order pieces begins (piece
+// sizes differ by at most one); it ends where part + 1 begins.
+__device__ __forceinline__ int split_begin(int count, int part, int parts) {
+  return static_cast<int>(static_cast<int64_t>(part) * count / parts);
+}
+
 // N elements of T loaded or stored as one access (16 bytes for 8 halves).
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Vec {

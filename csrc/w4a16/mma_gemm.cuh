@@ -214,18 +214,14 @@ __global__ void __launch_bounds__(kWarpsM * kWarpsN * 32)
   const int t = lane & 3;
 
   // Raster: kMmaGroupM consecutive m-tiles sweep the n-tiles together.
-  const int m_tiles = (m_total + kBM - 1) / kBM;
-  const int n_tiles = (w.n + kMmaBN - 1) / kMmaBN;
-  const int per_group = kMmaGroupM * n_tiles;
-  const int first_m = (blockIdx.x / per_group) * kMmaGroupM;
-  const int group_m = min(kMmaGroupM, m_tiles - first_m);
-  const int m0 = (first_m + (blockIdx.x % per_group) % group_m) * kBM;
-  const int n0 = ((blockIdx.x % per_group) / group_m) * kMmaBN;
+  const TileCoord tile = grouped_tile(blockIdx.x, (m_total + kBM - 1) / kBM, (w.n + kMmaBN - 1) / kMmaBN, kMmaGroupM);
+  const int m0 = tile.m * kBM;
+  const int n0 = tile.n * kMmaBN;
 
   const int k_tiles = (w.k + kMmaBK - 1) / kMmaBK;
   const int split = blockIdx.y;
-  const int kt_begin = static_cast<int>(static_cast<int64_t>(split) * k_tiles / k_splits);
-  const int kt_count = static_cast<int>(static_cast<int64_t>(split + 1) * k_tiles / k_splits) - kt_begin;
+  const int kt_begin = split_begin(k_tiles, split, k_splits);
+  const int kt_count = split_begin(k_tiles, split + 1, k_splits) - kt_begin;
 
   auto load_stage = [&](int stage, int kt) {
     uint8_t* a_tile = smem + stage * kStageBytes;

@@ -4,7 +4,7 @@
 // weights once, straight from global memory into registers (no shared memory on the way).
 //
 // Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
-// and a range of K (blockIdx.y, the K split); its kWarps warps cut that range into contiguous
+// and a range of K (blockIdx.y, the K split); its kMmaGemvWarps warps cut that range into contiguous
 // pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
 // 16-byte chunks (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
 // and the 32 activations of rows m = g (+ 8) at the same k32. The mma reduces over k in any order,
@@ -22,7 +22,7 @@
 // batch i + 1 before multiplying batch i, so a warp has loads in flight while it computes
 // (H100, M = 1: 8-15% faster than one batch at a time for Format B on 4 of the 5 bench shapes, and
 // no faster for Format C: NOTES.md, session 3).
-// Reduction: the kWarps accumulator tiles of a CTA through shared memory in warp order, then to
+// Reduction: the kMmaGemvWarps accumulator tiles of a CTA through shared memory in warp order, then to
 // `out`, or with a K split to the fp32 partials [split, M, N] that reduce_splits_kernel sums in
 // order (deterministic; no atomics, no semaphores).
 #pragma once
@@ -198,26 +198,26 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
   }
 }
 
-// The CTA's kWarps accumulator tiles summed through shared memory in warp order, then stored to
-// `out` (rows n0.., columns m0..) or, with a K split, to the fp32 partials of split `split`.
-template <typename T, int kWarps, int kMTiles>
+// The CTA's kMmaGemvWarps accumulator tiles summed through shared memory in warp order, then stored
+// to `out` (rows n0.., columns m0..) or, with a K split, to the fp32 partials of split `split`.
+template <typename T, int kMTiles>
 __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], int n0, int n, int m0, int m_total,
                                                int split, int k_splits, T* __restrict__ out,
                                                float* __restrict__ partial) {
   // acc[mt]: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
-  __shared__ float warp_acc[kWarps][kMTiles * 4][32];
+  __shared__ float warp_acc[kMmaGemvWarps][kMTiles * 4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
   __syncthreads();
-  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kWarps * 32) {
+  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kMmaGemvWarps * 32) {
     const int slot = i / 32;  // 4 * mt + e
     const int src_lane = i % 32;
     float sum = 0.f;
 #pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
+    for (int wi = 0; wi < kMmaGemvWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
     const int e = slot % 4;
     const int row = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
     const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
@@ -232,10 +232,10 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
 }
 #endif
 
-template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false>
 // Register budget: pipelined or two m tiles: <= 128 (2 CTAs per SM; unbounded they take 136-170).
-// Otherwise no minimum (0 emits no .minnctapersm): ptxas then gives the batched M <= 8 kernel 94-112
+// Otherwise no minimum (0 emits no .minnctapersm): ptxas then gives the batched M <= 8 kernel 78-112
 // registers, where an explicit minimum of 1 CTA makes it take 166.
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false>
 __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2 ? 2 : 0)
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
@@ -251,8 +251,8 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
 
   // This warp's steps: the CTA's share of the split, cut into kMmaGemvWarps contiguous pieces.
   const int steps = (w.k + kMmaGemvStepK - 1) / kMmaGemvStepK;
-  const int cta_begin = static_cast<int>(static_cast<int64_t>(split) * steps / k_splits);
-  const int cta_end = static_cast<int>(static_cast<int64_t>(split + 1) * steps / k_splits);
+  const int cta_begin = split_begin(steps, split, k_splits);
+  const int cta_end = split_begin(steps, split + 1, k_splits);
   const int step_begin = cta_begin + (cta_end - cta_begin) * warp / kMmaGemvWarps;
   const int step_end = cta_begin + (cta_end - cta_begin) * (warp + 1) / kMmaGemvWarps;
 
@@ -285,46 +285,46 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
 
-  if constexpr (kPipelined) {
-    // A batch: the weight chunks and scale / zero words of kUnroll steps.
-    struct Batch {
-      uint4 codes[kUnroll][2];
-      RawAffine affine[kUnroll][2];
-    };
-    auto load_batch = [&](Batch& b, int step0) {
-  #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int step = step0 + u;
-        const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-        const int group = step * groups_per_step + lane_group;
-  #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          b.codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid);
-          b.affine[u][h] = load_affine<T, L>(w, rows[h], group, valid);
+  // A batch: the weight chunks and scale / zero words of kUnroll steps, and which steps the lane has.
+  struct Batch {
+    uint4 codes[kUnroll][2];
+    RawAffine affine[kUnroll][2];
+    bool valid[kUnroll];
+  };
+  auto load_batch = [&](Batch& b, int step0) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int step = step0 + u;
+      b.valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+      const int group = step * groups_per_step + lane_group;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        b.codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, b.valid[u]);
+        b.affine[u][h] = load_affine<T, L>(w, rows[h], group, b.valid[u]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;  // batches are loaded in order
+  };
+  auto compute_batch = [&](const Batch& b, int step0) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int step = step0 + u;
+      uint32_t xh[kMTiles][16];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const uint4 xv = load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, b.valid[u] && m_valid[mt]);
+          xh[mt][4 * v + 0] = xv.x;
+          xh[mt][4 * v + 1] = xv.y;
+          xh[mt][4 * v + 2] = xv.z;
+          xh[mt][4 * v + 3] = xv.w;
         }
-      }
-  #pragma unroll
-      for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;  // batches are loaded in order
-    };
-    auto compute_batch = [&](const Batch& b, int step0) {
-  #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int step = step0 + u;
-        const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-        uint32_t xh[kMTiles][16];
-  #pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt)
-  #pragma unroll
-          for (int v = 0; v < 4; ++v) {
-            const uint4 xv = load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, valid && m_valid[mt]);
-            xh[mt][4 * v + 0] = xv.x;
-            xh[mt][4 * v + 1] = xv.y;
-            xh[mt][4 * v + 2] = xv.z;
-            xh[mt][4 * v + 3] = xv.w;
-          }
-        mma_gemv_step<T, L, kMTiles, kScaleInA>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group, acc);
-      }
-    };
+      mma_gemv_step<T, L, kMTiles, kScaleInA>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group, acc);
+    }
+  };
+  if constexpr (kPipelined) {
     // Two batches in registers: batch i + 1 is requested before batch i is multiplied, so a warp
     // keeps loads in flight while it computes.
     Batch a, b;
@@ -337,46 +337,15 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
       compute_batch(b, step0 + kUnroll);
     }
   } else {
-    // Every weight and parameter load of kUnroll steps is issued before the first mma (written out
-    // rather than through the lambdas: ptxas gives this form 112 registers, the lambdas ~170).
+    // Every weight and parameter load of a batch is issued before its first mma.
     for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
-      uint4 codes[kUnroll][2];
-      RawAffine affine[kUnroll][2];
-      bool valid[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int step = step0 + u;
-        valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-        const int group = step * groups_per_step + lane_group;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, valid[u]);
-          affine[u][h] = load_affine<T, L>(w, rows[h], group, valid[u]);
-        }
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int k_step = (step0 + u) * kMmaGemvStepK;
-        uint32_t xh[kMTiles][16];
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-          for (int v = 0; v < 4; ++v) {
-            const uint4 xv = load_16_bytes(x_lane[mt] + k_step + 8 * v, valid[u] && m_valid[mt]);
-            xh[mt][4 * v + 0] = xv.x;
-            xh[mt][4 * v + 1] = xv.y;
-            xh[mt][4 * v + 2] = xv.z;
-            xh[mt][4 * v + 3] = xv.w;
-          }
-        mma_gemv_step<T, L, kMTiles, kScaleInA>(codes[u], xh, affine[u], (step0 + u) * groups_per_step + lane_group,
-                                                acc);
-      }
+      Batch a;
+      load_batch(a, step0);
+      compute_batch(a, step0);
     }
   }
 
-  mma_gemv_store<T, kMmaGemvWarps, kMTiles>(acc, n0, w.n, m0, m_total, split, k_splits, out, partial);
+  mma_gemv_store<T, kMTiles>(acc, n0, w.n, m0, m_total, split, k_splits, out, partial);
 #endif  // __CUDA_ARCH__ >= 800 (the host launches this kernel only on such devices)
 }
 

@@ -30,9 +30,10 @@ enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kWgmmaWs, kPortable };
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
 // M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
 constexpr int64_t kGemvMaxRows = 8;
-// Format B (v1) keeps the GEMV up to 16 rows: at M = 16 it measured 1.3-1.8x faster than the mma
-// GEMM there (H100, session 3 device runs 2 and 4, every bench shape), while for Format C the mma
-// GEMM stays faster at M = 16 (0.0960 / 0.1012 ms against 0.1379 / 0.1325 on the 70B shapes).
+// Format B (v1) keeps the GEMV up to 16 rows: at M = 16 it measured 1.1-1.6x faster than the mma
+// GEMM there (H100, device run S3-10, every bench shape); for Format C the two are level at M = 16
+// (GEMV faster on 3 of 5 shapes, mma on both 70B ones: 0.0959 / 0.1033 ms against 0.1053 / 0.0971),
+// and auto keeps the mma GEMM there.
 constexpr int64_t kGemvMaxRowsV1 = 16;
 // Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMMs on sm_90a (H100, 70B shapes,
 // M = 16: mma 38-41% of copy bandwidth against 32-35% for wgmma's 128 x 16 tile; M = 64: wgmma

@@ -257,18 +257,14 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
   auto row_of = [&](int rt) { return 64 * kRT * (warp / 4) + 64 * rt + 16 * (warp % 4) + g; };
 
   // Raster: kMmaGroupM consecutive token tiles sweep the weight-row tiles together (x stays in L2).
-  const int m_tiles = (m_total + kBN - 1) / kBN;
-  const int n_tiles = (w.n + kRows - 1) / kRows;
-  const int per_group = kMmaGroupM * n_tiles;
-  const int first_m = (blockIdx.x / per_group) * kMmaGroupM;
-  const int group_m = min(kMmaGroupM, m_tiles - first_m);
-  const int m0 = (first_m + (blockIdx.x % per_group) % group_m) * kBN;
-  const int n0 = ((blockIdx.x % per_group) / group_m) * kRows;
+  const TileCoord tile = grouped_tile(blockIdx.x, (m_total + kBN - 1) / kBN, (w.n + kRows - 1) / kRows, kMmaGroupM);
+  const int m0 = tile.m * kBN;
+  const int n0 = tile.n * kRows;
 
   const int k_tiles = (w.k + kWgmmaBK - 1) / kWgmmaBK;
   const int split = blockIdx.y;
-  const int kt_begin = static_cast<int>(static_cast<int64_t>(split) * k_tiles / k_splits);
-  const int kt_count = static_cast<int>(static_cast<int64_t>(split + 1) * k_tiles / k_splits) - kt_begin;
+  const int kt_begin = split_begin(k_tiles, split, k_splits);
+  const int kt_count = split_begin(k_tiles, split + 1, k_splits) - kt_begin;
 
   // A stage: kBN * 8 activation chunks (16 bytes) and 256 * kRT weight chunks, one per thread per round.
   auto load_stage = [&](int stage, int kt) {
@@ -448,19 +444,15 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
   uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
 
   // Raster as the cp.async variant: kMmaGroupM consecutive token tiles sweep the weight-row tiles.
-  const int m_tiles = (m_total + kBN - 1) / kBN;
-  const int n_tiles = (w.n + kRows - 1) / kRows;
-  const int per_group = kMmaGroupM * n_tiles;
-  const int first_m = (blockIdx.x / per_group) * kMmaGroupM;
-  const int group_m = min(kMmaGroupM, m_tiles - first_m);
-  const int m0 = (first_m + (blockIdx.x % per_group) % group_m) * kBN;
-  const int n0 = ((blockIdx.x % per_group) / group_m) * kRows;
+  const TileCoord tile = grouped_tile(blockIdx.x, (m_total + kBN - 1) / kBN, (w.n + kRows - 1) / kRows, kMmaGroupM);
+  const int m0 = tile.m * kBN;
+  const int n0 = tile.n * kRows;
 
   // This CTA's k tiles (at least one: the host keeps >= 8 per split).
   const int k_tiles = (w.k + kWgmmaBK - 1) / kWgmmaBK;
   const int split = blockIdx.y;
-  const int kt_begin = static_cast<int>(static_cast<int64_t>(split) * k_tiles / k_splits);
-  const int kt_count = static_cast<int>(static_cast<int64_t>(split + 1) * k_tiles / k_splits) - kt_begin;
+  const int kt_begin = split_begin(k_tiles, split, k_splits);
+  const int kt_count = split_begin(k_tiles, split + 1, k_splits) - kt_begin;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {

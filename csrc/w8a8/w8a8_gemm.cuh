@@ -39,6 +39,8 @@
 
 #include <cstdint>
 
+#include "common/cuda_utils.cuh"
+
 namespace awq {
 namespace w8a8 {
 
@@ -210,14 +212,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #else
   extern __shared__ __align__(128) uint8_t smem[];
 
-  const int tile_id = static_cast<int>(blockIdx.x);
-  const int tiles_per_group = kGroupM * tiles_n;
-  const int first_tile_m = (tile_id / tiles_per_group) * kGroupM;
-  const int group_tiles_m = min(tiles_m - first_tile_m, kGroupM);
-  const int tile_m = first_tile_m + (tile_id % tiles_per_group) % group_tiles_m;
-  const int tile_n = (tile_id % tiles_per_group) / group_tiles_m;
-  const int m0 = tile_m * Cfg::kBlockM;
-  const int n0 = tile_n * Cfg::kBlockN;
+  const TileCoord tile = grouped_tile(static_cast<int>(blockIdx.x), tiles_m, tiles_n, kGroupM);
+  const int m0 = tile.m * Cfg::kBlockM;
+  const int n0 = tile.n * Cfg::kBlockN;
 
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid % 32;

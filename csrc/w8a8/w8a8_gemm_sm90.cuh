@@ -102,12 +102,9 @@ __global__ void __launch_bounds__(WgmmaConfig::kThreads, 1)
   __shared__ uint64_t empty_bar[Cfg::kStages];  // slot was read by all consumer threads
   uint8_t* smem = smem_raw + ((1024 - smem_addr(smem_raw) % 1024) % 1024);
 
-  const int tile_id = static_cast<int>(blockIdx.x);
-  const int tiles_per_group = kGroupM * tiles_n;
-  const int first_tile_m = (tile_id / tiles_per_group) * kGroupM;
-  const int group_tiles_m = min(tiles_m - first_tile_m, kGroupM);
-  const int m0 = (first_tile_m + (tile_id % tiles_per_group) % group_tiles_m) * Cfg::kBlockM;
-  const int n0 = ((tile_id % tiles_per_group) / group_tiles_m) * Cfg::kBlockN;
+  const TileCoord tile = grouped_tile(static_cast<int>(blockIdx.x), tiles_m, tiles_n, kGroupM);
+  const int m0 = tile.m * Cfg::kBlockM;
+  const int n0 = tile.n * Cfg::kBlockN;
   // This CTA's K slices: [k_tile_begin, k_tile_begin + k_tiles), at least one (the host launches no
   // empty split and no K = 0 problem).
   const int k_tile_begin = static_cast<int>(blockIdx.y) * k_tiles_per_split;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -72,6 +73,15 @@ def check(out: torch.Tensor, x: torch.Tensor, w: Packed, dtype: torch.dtype, wha
     assert err <= TOL[dtype], f"{what}: relerr {err:.2e} > {TOL[dtype]:.0e}"
 
 
+def check_rows(w: Packed, ms: Iterable[int], g: int, layout: str, kernel: str, dtype: torch.dtype,
+               what: str = "") -> None:
+    """For each M: fresh activations [M, K], the op's output checked against the reference."""
+    k = w.weight.shape[1]
+    for m in ms:
+        x = torch.randn(m, k, dtype=dtype, device="cuda")
+        check(run_new_op(x, w, g, layout, kernel), x, w, dtype, f"M={m} {what}".rstrip())
+
+
 def run_new_op(x: torch.Tensor, w: Packed, g: int, layout: str, kernel: str) -> torch.Tensor:
     # A poisoned buffer of the output's size is allocated and freed first, so a kernel that skips
     # outputs would most likely read back NaN from the caching allocator.
@@ -115,10 +125,7 @@ LARGE_CASES = [(dtype, kernel, *shape) for dtype in DTYPES for kernel in KERNELS
 @pytest.mark.parametrize(("dtype", "kernel", "n", "k", "ms"), LARGE_CASES, ids=str)
 def test_large_shapes(layout: str, dtype: torch.dtype, kernel: str, n: int, k: int, ms: tuple[int, ...]) -> None:
     require(kernel)
-    w = make_weight(n, k, 128, dtype, layout)
-    for m in ms:
-        x = torch.randn(m, k, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, 128, layout, kernel), x, w, dtype, f"M={m}")
+    check_rows(make_weight(n, k, 128, dtype, layout), ms, 128, layout, kernel, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -176,10 +183,7 @@ WGMMA_M = [1, 9, 16, 17, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300, 383,
 def test_wgmma_tiles(kernel: str, layout: str, dtype: torch.dtype, g: int, n: int) -> None:
     require(kernel)
     k = 64 * 21 if g != 128 else 128 * 11
-    w = make_weight(n, k, g, dtype, layout)
-    for m in WGMMA_M:
-        x = torch.randn(m, k, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, g, layout, kernel), x, w, dtype, f"M={m} N={n} K={k}")
+    check_rows(make_weight(n, k, g, dtype, layout), WGMMA_M, g, layout, kernel, dtype, f"N={n} K={k}")
 
 
 @pytest.mark.parametrize("kernel", WGMMA_KERNELS)
@@ -190,10 +194,7 @@ def test_wgmma_odd_k_tiles(kernel: str, layout: str, dtype: torch.dtype) -> None
     # (zero-filled activations and weights); 21 k tiles also wrap every ring depth (6, 10, 16 stages).
     require(kernel)
     k = 32 * 41 if layout == "v1" else 64 * 21
-    w = make_weight(4 * 37, k, 32, dtype, layout)
-    for m in (17, 64, 65, 200, 300):
-        x = torch.randn(m, k, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, 32, layout, kernel), x, w, dtype, f"M={m} K={k}")
+    check_rows(make_weight(4 * 37, k, 32, dtype, layout), (17, 64, 65, 200, 300), 32, layout, kernel, dtype, f"K={k}")
 
 
 # Beyond M = 64 the wgmma CTA tile depends on the grid (w4a16.cu, wgmma_tile): on a 132-SM H100 / H200
@@ -212,9 +213,7 @@ def test_wgmma_token_tiles(kernel: str, layout: str, dtype: torch.dtype, g: int)
     require(kernel)
     k = 640
     for n, m in WGMMA_GRID_CASES:
-        w = make_weight(n, k, g, dtype, layout)
-        x = torch.randn(m, k, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, g, layout, kernel), x, w, dtype, f"M={m} N={n}")
+        check_rows(make_weight(n, k, g, dtype, layout), (m,), g, layout, kernel, dtype, f"N={n}")
 
 
 @pytest.mark.parametrize("kernel", WGMMA_KERNELS)
@@ -223,10 +222,7 @@ def test_wgmma_token_tiles(kernel: str, layout: str, dtype: torch.dtype, g: int)
 def test_wgmma_long_k(kernel: str, layout: str, dtype: torch.dtype) -> None:
     # K = 28672 (448 k tiles, split K at these sizes): fp32 accumulation over the whole length.
     require(kernel)
-    w = make_weight(256, 28672, 128, dtype, layout)
-    for m in (16, 64, 300):
-        x = torch.randn(m, 28672, dtype=dtype, device="cuda")
-        check(run_new_op(x, w, 128, layout, kernel), x, w, dtype, f"M={m}")
+    check_rows(make_weight(256, 28672, 128, dtype, layout), (16, 64, 300), 128, layout, kernel, dtype)
 
 
 @pytest.mark.skipif(sm90a_runs(), reason="the wgmma kernels run here")
