@@ -19,9 +19,9 @@ namespace awq {
 namespace {
 
 constexpr const char* kOp = "single_query_attention";
-constexpr int kMinChunk = 256;       // positions per CTA: at least one per thread of the score phase
-constexpr int kChunkGranule = 32;    // chunk sizes are multiples of a warp's positions (512-byte K loads)
-constexpr int kResidentPerSm = 2;    // CTAs of the chunk kernel per SM (its launch bounds)
+constexpr int kMinSplit = 256;       // positions per CTA: at least one per thread of the score phase
+constexpr int kSplitGranule = 32;    // split sizes are multiples of a warp's positions (512-byte K loads)
+constexpr int kResidentPerSm = 2;    // CTAs of either kernel per SM (their launch bounds)
 // A CTA's fixed cost (setup, phase changes, reduction, combine share) in positions streamed: a guess
 // (~4 us at a CTA's share of the bandwidth, about 100 positions), to be refined from measurements.
 constexpr int64_t kCtaOverheadPositions = 128;
@@ -41,20 +41,31 @@ void check_token_tensor(const ArgChecker& c, const at::Tensor& t, const char* na
           "' must have stride(2) == 1 and stride(1) == head_dim (", dh, "), got strides ", t.strides());
 }
 
-// Which chunk kernel runs on this device: the bulk-copy ring kernel (single_query_attention_sm90.cuh)
+// Which kernel runs on this device: the bulk-copy ring kernel (single_query_attention_sm90.cuh)
 // on compute capability 9.0 when this build has sm_90a code, for up to 4 query heads per KV head
 // (8 heads' q values and accumulators do not fit its registers); else the register-load kernel.
 struct KernelChoice {
   bool ring_allowed;     // device 9.0 and an sm_90a build
   bool overlap_combine;  // launch the combine kernel with programmatic stream serialisation (sm_90+), so
-                         // its CTAs are scheduled during the chunk kernel's last wave, not after a launch gap
+                         // its CTAs are scheduled during the split kernel's last wave, not after a launch gap
 };
 
+// The ring kernel processes a split of any length in chunks; the register kernel's split is one
+// chunk, at most the score buffer's kScoreCapacity / G_MAX positions.
+template <int G_MAX>
+bool ring_kernel_runs(bool ring_allowed) {
+#ifdef AWQ_KERNELS_SM90A
+  return G_MAX <= 4 && ring_allowed;
+#else
+  return false;
+#endif
+}
+
 template <typename T, int DH_MAX, int G_MAX>
-void launch_chunk_kernel(const attention::Params& p, const dim3& grid, bool ring_allowed, cudaStream_t stream) {
+void launch_split_kernel(const attention::Params& p, const dim3& grid, bool ring_allowed, cudaStream_t stream) {
 #ifdef AWQ_KERNELS_SM90A
   if constexpr (G_MAX <= 4) {
-    if (ring_allowed) {
+    if (ring_kernel_runs<G_MAX>(ring_allowed)) {
       constexpr int smem = attention::RingLayout<T, DH_MAX>::kRingBytes;
       const auto kernel = attention::single_query_attention_ring_kernel<T, DH_MAX, G_MAX>;
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -64,7 +75,7 @@ void launch_chunk_kernel(const attention::Params& p, const dim3& grid, bool ring
     }
   }
 #endif
-  attention::single_query_attention_chunk_kernel<T, DH_MAX, G_MAX><<<grid, attention::kThreads, 0, stream>>>(p);
+  attention::single_query_attention_split_kernel<T, DH_MAX, G_MAX><<<grid, attention::kThreads, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -73,44 +84,46 @@ void launch(attention::Params& p, int batch, int num_sms, KernelChoice choice, i
             const at::TensorOptions& options, cudaStream_t stream) {
   const int group_size = p.num_heads / p.num_kv_heads;
   p.head_groups = (group_size + G_MAX - 1) / G_MAX;
-  // Chunks per (batch, KV head, head group) row: minimise waves x (chunk + per-CTA overhead), waves
-  // counted against the resident CTA slots, chunks no longer than the score buffer holds. Equal
-  // chunks in whole waves leave no tail wave, and each CTA's fixed costs (q and rotary setup, the
-  // change from K to V, the final reduction, a partial for the combine) are paid on fewer, larger
-  // chunks. Benchmark shapes: one wave of 256-264 CTAs up to 2048 positions each, else 2048-chunks.
+  // Splits per (batch, KV head, head group) row: minimise waves x (split + per-CTA overhead), waves
+  // counted against the resident CTA slots. Equal splits in whole waves leave no tail wave, and each
+  // CTA's fixed costs (q and rotary setup, the ramp-up of its loads, the final reduction, a partial
+  // for the combine) are paid on fewer, larger splits. The ring kernel takes splits of any length
+  // (benchmark shapes: one wave of 256-264 CTAs); the register kernel's are bounded by its score
+  // buffer (several waves at long contexts).
   const int64_t rows = static_cast<int64_t>(batch) * p.num_kv_heads * p.head_groups;
   const int64_t slots = static_cast<int64_t>(kResidentPerSm) * num_sms;
-  const int64_t max_chunk = attention::kScoreCapacity / G_MAX;
+  const int64_t max_split =
+      ring_kernel_runs<G_MAX>(choice.ring_allowed) ? window_max : attention::kScoreCapacity / G_MAX;
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
-  int64_t chunk = 0, best_cost = std::numeric_limits<int64_t>::max();
-  const int64_t min_splits = ceil_div(window_max, max_chunk);
-  const int64_t max_splits = std::max(min_splits, std::min(slots, window_max / kMinChunk));
+  int64_t split = 0, best_cost = std::numeric_limits<int64_t>::max();
+  const int64_t min_splits = ceil_div(window_max, max_split);
+  const int64_t max_splits = std::max(min_splits, std::min(slots, window_max / kMinSplit));
   for (int64_t splits = min_splits; splits <= max_splits; ++splits) {
-    const int64_t size =
-        std::min(max_chunk, std::max<int64_t>(kMinChunk, ceil_div(ceil_div(window_max, splits), kChunkGranule) * kChunkGranule));
+    const int64_t size = std::min(
+        max_split, std::max<int64_t>(kMinSplit, ceil_div(ceil_div(window_max, splits), kSplitGranule) * kSplitGranule));
     const int64_t cost = ceil_div(rows * ceil_div(window_max, size), slots) * (size + kCtaOverheadPositions);
-    if (cost < best_cost) {  // ties keep the fewer, larger chunks
+    if (cost < best_cost) {  // ties keep the fewer, larger splits
       best_cost = cost;
-      chunk = size;
+      split = size;
     }
   }
-  p.chunk_size = static_cast<int>(chunk);
-  const int64_t num_chunks = ceil_div(window_max, chunk);
-  TORCH_CHECK(num_chunks * p.head_groups <= std::numeric_limits<int32_t>::max(), kOp, ": cache too long");
-  p.num_chunks = static_cast<int>(num_chunks);
+  p.split_size = static_cast<int>(split);
+  const int64_t num_splits = ceil_div(window_max, split);
+  TORCH_CHECK(num_splits * p.head_groups <= std::numeric_limits<int32_t>::max(), kOp, ": cache too long");
+  p.num_splits = static_cast<int>(num_splits);
 
   at::Tensor partial_out, partial_stats;
-  if (p.num_chunks > 1) {
-    // Every entry the combine kernel reads is written by a chunk CTA first: no initialisation needed.
-    partial_out = at::empty({batch, p.num_heads, p.num_chunks, p.head_dim}, options);
-    partial_stats = at::empty({batch, p.num_heads, p.num_chunks, 2}, options);
+  if (p.num_splits > 1) {
+    // Every entry the combine kernel reads is written by a split's CTA first: no initialisation needed.
+    partial_out = at::empty({batch, p.num_heads, p.num_splits, p.head_dim}, options);
+    partial_stats = at::empty({batch, p.num_heads, p.num_splits, 2}, options);
     p.partial_out = partial_out.data_ptr<float>();
     p.partial_stats = reinterpret_cast<float2*>(partial_stats.data_ptr<float>());
   }
-  const dim3 grid(static_cast<unsigned>(p.num_chunks * p.head_groups), static_cast<unsigned>(p.num_kv_heads),
+  const dim3 grid(static_cast<unsigned>(p.num_splits * p.head_groups), static_cast<unsigned>(p.num_kv_heads),
                   static_cast<unsigned>(batch));
-  launch_chunk_kernel<T, DH_MAX, G_MAX>(p, grid, choice.ring_allowed, stream);
-  if (p.num_chunks > 1) {
+  launch_split_kernel<T, DH_MAX, G_MAX>(p, grid, choice.ring_allowed, stream);
+  if (p.num_splits > 1) {
     cudaLaunchAttribute overlap{};
     overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     overlap.val.programmaticStreamSerializationAllowed = 1;

@@ -13,20 +13,25 @@
 // than L). The new token's position is t (= the number of tokens before it); it attends to the
 // window [max(0, t+1-L), t], where position t is the new token itself, taken from `k`/`v`.
 //
-// Work split: one CTA per (chunk of the window, group of up to G_MAX query heads, KV head, batch).
+// Work split: one CTA per (split of the window, group of up to G_MAX query heads, KV head, batch).
 // The query heads that share a KV head (GQA/MQA) are processed by the same CTA, so each KV byte is
 // read from DRAM once when H/Hkv <= G_MAX (more query heads per KV head use several head groups, whose
-// CTAs are launched side by side so the repeated reads mostly hit L2). Each CTA:
-//   1. rotates q (and, in the chunk that holds position t, the new key) in fp32 with accurate
+// CTAs are launched side by side so the repeated reads mostly hit L2). The host sizes the splits so
+// that the grid fills the GPU in as few waves as it can (one, wherever B x Hkv allows it), however
+// long the window: a split is processed in chunks of up to kScoreCapacity / G_MAX positions (the
+// scores that fit in shared memory), with an online softmax across its chunks. Each CTA:
+//   1. rotates q (and, in the split that holds position t, the new key) in fp32 with accurate
 //      sin/cos, rounds them to T like the cache stores them; that CTA of head group 0 writes the
 //      new K and V into slot t % L (one writer per KV head; no CTA reads that slot, since the
 //      window's other positions occupy the other L-1 slots);
-//   2. scores its chunk's positions for all its heads into shared memory (bounded by the chunk size,
-//      independent of L), 3. turns them into exp(s - chunk max) and their sum,
-//   4. accumulates P·V in fp32,
+//   then for each chunk of its split:
+//   2. scores the chunk's positions for all its heads into shared memory,
+//   3. takes the running maximum m over the split so far, rescales the running sum and the
+//      accumulators by e^(m_old - m), turns the scores into exp(s - m) and adds their sum,
+//   4. accumulates P·V in fp32;
 //   5. writes (max, sum, unnormalised output) per head for the combine kernel, or, when the whole
-//      window is one chunk, the final output directly.
-// The combine kernel merges chunks exactly as one softmax over the window:
+//      window is one split, the final output directly.
+// The combine kernel merges splits exactly as one softmax over the window:
 //   out = Σ_c e^(m_c - m) acc_c / (Σ_c e^(m_c - m) l_c + 1e-6),  m = max_c m_c
 // which is the spec's p = exp(s - max) / (Σ exp(s - max) + 1e-6) applied to V.
 #pragma once
@@ -41,7 +46,7 @@ namespace attention {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kScoreCapacity = 8192;  // floats of shared memory for one chunk's scores: C * G_MAX
+constexpr int kScoreCapacity = 8192;  // floats of shared memory for one chunk's scores: positions x G_MAX
 constexpr int kMaxRotaryPairs = 128;  // rotary_embedding_dim / 2 <= Dh / 2 <= 128
 struct Params {
   const void* q;  // [B, H, Dh], batch stride q_batch_stride, head stride Dh
@@ -50,16 +55,16 @@ struct Params {
   void* k_cache;  // [B, Hkv, Dh/x, L, x]
   void* v_cache;  // [B, Hkv, L, Dh]
   void* out;      // [B, H, Dh] contiguous
-  float* partial_out;     // [B, H, chunks, Dh]: unnormalised P·V per chunk (split mode only)
-  float2* partial_stats;  // [B, H, chunks]: (max score, Σ exp(score - max)) per chunk
+  float* partial_out;     // [B, H, splits, Dh]: unnormalised P·V per split (split mode only)
+  float2* partial_stats;  // [B, H, splits]: (max score, Σ exp(score - max)) per split
   const int* length_per_sample;  // [B] or null
   const float* alibi_slopes;     // [H] or null
   int64_t q_batch_stride, k_batch_stride, v_batch_stride;
   int timestep;
   int num_heads, num_kv_heads, head_dim, cache_len;
   int head_groups;  // ceil((H / Hkv) / G_MAX)
-  int chunk_size;   // positions per CTA
-  int num_chunks;   // CTAs per (head group, KV head, batch) along the window
+  int split_size;   // positions per CTA
+  int num_splits;   // CTAs per (head group, KV head, batch) along the window
   int rotary_dim;
   double rotary_base, rotary_scale;  // the angle is computed in double (accurate at long contexts)
   bool neox_rotary;
@@ -101,7 +106,7 @@ __device__ void rotate_in_place(float* vec, int stride, int count, const Params&
   }
 }
 
-// Shared memory of a chunk CTA (both kernels), one struct so the steps below can be shared.
+// Shared memory of a CTA (both kernels), one struct so the steps below can be shared.
 template <int DH_MAX, int G_MAX>
 struct ChunkShared {
   __align__(16) float q[DH_MAX * G_MAX];     // [d][head], rotated
@@ -110,70 +115,90 @@ struct ChunkShared {
   __align__(16) float new_v[DH_MAX];
   float cos_table[kMaxRotaryPairs], sin_table[kMaxRotaryPairs];
   float warp_stats[kWarps][G_MAX];
-  float head_max[G_MAX], head_sum[G_MAX], head_slope[G_MAX];
+  float head_max[G_MAX], head_sum[G_MAX];  // running over the split's chunks so far
+  float head_scale[G_MAX];                 // e^(previous max - head_max): the accumulators' rescale
+  float head_slope[G_MAX];
   static_assert(kWarps * DH_MAX <= kScoreCapacity, "reduction buffer must fit in the score buffer");
   static_assert(G_MAX <= kWarps, "one warp scores the new token per head");
 };
 
-// Where a chunk CTA works: its heads, its positions and its KV head's caches.
-template <typename T>
-struct ChunkInfo {
-  int chunk, head_group, kv_head, b;
-  int first_head;  // absolute index of local head 0
-  int heads_here;  // query heads of this CTA (<= G_MAX)
-  int t;           // position of the new token
-  int chunk_begin, chunk_end;  // absolute positions [chunk_begin, chunk_end)
-  bool has_new;    // the chunk holds position t
-  int num_cached;  // positions read from the cache: [chunk_begin, chunk_begin + num_cached)
-  int first_slot;  // slot of chunk_begin
-  T* k_cache;      // this (b, KV head)'s [Dh/x, L, x]
-  T* v_cache;      // this (b, KV head)'s [L, Dh]
+// The positions of one chunk of a split: [begin, end), of which the first num_cached come from the
+// cache; the chunk that ends at t + 1 (the split's last) also holds the new token.
+struct Chunk {
+  int begin, end;   // absolute positions
+  int num_cached;   // positions read from the cache: [begin, begin + num_cached)
+  bool has_new;     // the chunk holds position t (at local index num_cached)
+  int first_slot;   // slot of `begin`
 
-  __device__ int slot_of(int local, int cache_len) const {  // slot of position chunk_begin + local (local < L)
+  __device__ int slot_of(int local, int cache_len) const {  // slot of position begin + local (local < L)
     const int s = first_slot + local;
     return s >= cache_len ? s - cache_len : s;
   }
 };
 
-// Fills `c` for this CTA. Returns false when the CTA has nothing to do (the whole CTA returns): a
+// Where a CTA works: its heads, its split of the window and its KV head's caches.
+template <typename T>
+struct SplitInfo {
+  int split, head_group, kv_head, b;
+  int first_head;  // absolute index of local head 0
+  int heads_here;  // query heads of this CTA (<= G_MAX)
+  int t;           // position of the new token
+  int begin, end;  // absolute positions [begin, end)
+  bool has_new;    // the split holds position t (in its last chunk)
+  T* k_cache;      // this (b, KV head)'s [Dh/x, L, x]
+  T* v_cache;      // this (b, KV head)'s [L, Dh]
+
+  // Chunks of up to `capacity` positions, in order.
+  __device__ int num_chunks(int capacity) const { return (end - begin + capacity - 1) / capacity; }
+  __device__ Chunk chunk(int index, int capacity, int cache_len) const {
+    Chunk c;
+    c.begin = begin + index * capacity;
+    c.end = min(end, c.begin + capacity);
+    c.has_new = has_new && c.end == end;
+    c.num_cached = c.end - c.begin - (c.has_new ? 1 : 0);
+    c.first_slot = c.begin % cache_len;
+    return c;
+  }
+};
+
+// Fills `s` for this CTA. Returns false when the CTA has nothing to do (the whole CTA returns): a
 // sequence with a negative position (NaN output, written here in direct mode and by the combine
-// kernel in split mode) or a chunk past its sequence's window.
+// kernel in split mode) or a split past its sequence's window.
 template <typename T, int G_MAX>
-__device__ bool chunk_info(const Params& p, ChunkInfo<T>& c) {
-  c.chunk = blockIdx.x / p.head_groups;
-  c.head_group = blockIdx.x % p.head_groups;
-  c.kv_head = blockIdx.y;
-  c.b = blockIdx.z;
+__device__ bool split_info(const Params& p, SplitInfo<T>& s) {
+  s.split = blockIdx.x / p.head_groups;
+  s.head_group = blockIdx.x % p.head_groups;
+  s.kv_head = blockIdx.y;
+  s.b = blockIdx.z;
   const int group_size = p.num_heads / p.num_kv_heads;
-  c.first_head = c.kv_head * group_size + c.head_group * G_MAX;
-  c.heads_here = min(G_MAX, group_size - c.head_group * G_MAX);
+  s.first_head = s.kv_head * group_size + s.head_group * G_MAX;
+  s.heads_here = min(G_MAX, group_size - s.head_group * G_MAX);
   const int Dh = p.head_dim;
-  c.t = new_token_position(p, c.b);
-  if (c.t < 0) {
-    if (p.num_chunks == 1 && threadIdx.x < kThreads) {
-      T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(c.b) * p.num_heads + c.first_head) * Dh;
-      for (int i = threadIdx.x; i < c.heads_here * Dh; i += kThreads) out[i] = from_float<T>(NAN);
+  s.t = new_token_position(p, s.b);
+  if (s.t < 0) {
+    if (p.num_splits == 1 && threadIdx.x < kThreads) {
+      T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(s.b) * p.num_heads + s.first_head) * Dh;
+      for (int i = threadIdx.x; i < s.heads_here * Dh; i += kThreads) out[i] = from_float<T>(NAN);
     }
     return false;
   }
-  const int64_t begin64 = window_start(c.t, p.cache_len) + static_cast<int64_t>(c.chunk) * p.chunk_size;
-  if (begin64 > c.t) return false;  // past this sequence's window (length_per_sample below the maximum)
-  c.chunk_begin = static_cast<int>(begin64);
-  c.chunk_end = min(c.t + 1, c.chunk_begin + p.chunk_size);
-  c.has_new = c.chunk_end == c.t + 1;
-  c.num_cached = c.chunk_end - c.chunk_begin - (c.has_new ? 1 : 0);
-  c.first_slot = c.chunk_begin % p.cache_len;
-  const int64_t kv_offset = (static_cast<int64_t>(c.b) * p.num_kv_heads + c.kv_head) * p.cache_len * Dh;
-  c.k_cache = static_cast<T*>(p.k_cache) + kv_offset;
-  c.v_cache = static_cast<T*>(p.v_cache) + kv_offset;
+  const int64_t begin64 = window_start(s.t, p.cache_len) + static_cast<int64_t>(s.split) * p.split_size;
+  if (begin64 > s.t) return false;  // past this sequence's window (length_per_sample below the maximum)
+  s.begin = static_cast<int>(begin64);
+  s.end = static_cast<int>(min(static_cast<int64_t>(s.t) + 1, begin64 + p.split_size));
+  s.has_new = s.end == s.t + 1;
+  const int64_t kv_offset = (static_cast<int64_t>(s.b) * p.num_kv_heads + s.kv_head) * p.cache_len * Dh;
+  s.k_cache = static_cast<T*>(p.k_cache) + kv_offset;
+  s.v_cache = static_cast<T*>(p.v_cache) + kv_offset;
   return true;
 }
 
 // Step 1 (threads 0..kThreads-1; `sync` is a barrier over exactly them): q, the new key and value,
-// rotated, into shared memory; ALiBi slopes; the chunk holding t of head group 0 writes the new K
-// and V into slot t % L. Ends with a barrier: everything written here is visible.
+// rotated, into shared memory; ALiBi slopes; the running softmax statistics reset; the split holding
+// t of head group 0 writes the new K and V into slot t % L. Ends with a barrier: everything written
+// here is visible.
 template <typename T, int DH_MAX, int G_MAX, typename Sync>
-__device__ void load_query_and_new_token(const Params& p, const ChunkInfo<T>& c, ChunkShared<DH_MAX, G_MAX>& sh,
+__device__ void load_query_and_new_token(const Params& p, const SplitInfo<T>& c, ChunkShared<DH_MAX, G_MAX>& sh,
                                          Sync sync) {
   constexpr int X = 16 / sizeof(T);
   const int tid = threadIdx.x;
@@ -185,6 +210,8 @@ __device__ void load_query_and_new_token(const Params& p, const ChunkInfo<T>& c,
   }
   if (tid < G_MAX) {
     sh.head_slope[tid] = p.alibi_slopes != nullptr && tid < c.heads_here ? p.alibi_slopes[c.first_head + tid] : 0.f;
+    sh.head_max[tid] = -INFINITY;
+    sh.head_sum[tid] = 0.f;
   }
   if (c.has_new) {
     const T* k = static_cast<const T*>(p.k) + c.b * p.k_batch_stride + static_cast<int64_t>(c.kv_head) * Dh;
@@ -230,8 +257,10 @@ __device__ float score_new_token(const Params& p, int num_cached, ChunkShared<DH
   return dot;
 }
 
-// Step 3: chunk maximum per head (from each thread's per-head maxima), then exp(s - max) in place
-// and its sum: head_max and head_sum (visible after the next `sync`).
+// Step 3: the chunk's maximum per head (from each thread's per-head maxima) folded into the running
+// maximum head_max, head_scale = e^(previous maximum - head_max) (0 for a split's first chunk), then
+// exp(s - head_max) in place; the running head_sum (rescaled, plus this chunk's sum) is visible
+// after the next `sync`, the probabilities and head_scale on return.
 template <int DH_MAX, int G_MAX, typename Sync>
 __device__ void chunk_softmax(int num_scores, const float (&thread_max)[G_MAX], ChunkShared<DH_MAX, G_MAX>& sh,
                               Sync sync) {
@@ -243,9 +272,11 @@ __device__ void chunk_softmax(int num_scores, const float (&thread_max)[G_MAX], 
   }
   sync();
   if (tid < G_MAX) {
-    float m = -INFINITY;
+    float m = sh.head_max[tid];
+    const float previous = m;
     for (int w = 0; w < kWarps; ++w) m = fmaxf(m, sh.warp_stats[w][tid]);
     sh.head_max[tid] = m;
+    sh.head_scale[tid] = expf(previous - m);
   }
   sync();
   float thread_sum = 0.f;  // for head tid % G_MAX (kThreads is a multiple of G_MAX)
@@ -261,7 +292,7 @@ __device__ void chunk_softmax(int num_scores, const float (&thread_max)[G_MAX], 
   if (tid < G_MAX) {
     float l = 0.f;
     for (int w = 0; w < kWarps; ++w) l += sh.warp_stats[w][tid];
-    sh.head_sum[tid] = l;
+    sh.head_sum[tid] = sh.head_sum[tid] * sh.head_scale[tid] + l;
   }
 }
 
@@ -276,9 +307,10 @@ struct RowLayout {
   static constexpr int kRowsPerPass = kThreads / kRowThreads;
 };
 
-// The new token's value row, weighted by its probabilities, into the accumulators of row group 0.
+// The new token's value row, weighted by its probabilities, into the accumulators of row group 0
+// (in the chunk that holds it).
 template <typename T, int DH_MAX, int G_MAX>
-__device__ void add_new_value(const Params& p, const ChunkInfo<T>& c, const ChunkShared<DH_MAX, G_MAX>& sh,
+__device__ void add_new_value(const Params& p, const Chunk& c, const ChunkShared<DH_MAX, G_MAX>& sh,
                               float (&acc)[G_MAX][RowLayout<T, DH_MAX>::kSlabsPerThread][16 / sizeof(T)]) {
   using RL = RowLayout<T, DH_MAX>;
   if (!c.has_new || threadIdx.x / RL::kRowThreads != 0) return;
@@ -296,18 +328,19 @@ __device__ void add_new_value(const Params& p, const ChunkInfo<T>& c, const Chun
   }
 }
 
-// Step 5: sums the row groups' accumulators (within a warp by shuffles, across warps through shared
-// memory, reusing the score buffer, one head at a time) and writes the output (one chunk) or the
-// chunk's partial and (max, sum) for the combine kernel.
-template <typename T, int DH_MAX, int G_MAX, typename Sync>
-__device__ void write_chunk_result(const Params& p, const ChunkInfo<T>& c, ChunkShared<DH_MAX, G_MAX>& sh,
-                                   float (&acc)[G_MAX][RowLayout<T, DH_MAX>::kSlabsPerThread][16 / sizeof(T)],
-                                   Sync sync) {
+// Step 5, first half: sums the row groups' accumulators (within a warp by shuffles, across warps
+// through shared memory, reusing the score buffer, one head at a time) and hands each total to
+// consume(h, d, total) for heads h < heads_here, elements d < head_dim; thread tid gets the elements
+// d = tid + k * kThreads of every head. Starts with a barrier (the probabilities have been read);
+// the score buffer may be written again after the next barrier.
+template <typename T, int DH_MAX, int G_MAX, typename Sync, typename Consume>
+__device__ void reduce_accumulators(int head_dim, int heads_here, ChunkShared<DH_MAX, G_MAX>& sh,
+                                    float (&acc)[G_MAX][RowLayout<T, DH_MAX>::kSlabsPerThread][16 / sizeof(T)],
+                                    Sync sync, Consume consume) {
   using RL = RowLayout<T, DH_MAX>;
   constexpr int X = RL::X;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int Dh = p.head_dim;
-  const int num_slabs = Dh / X;
+  const int num_slabs = head_dim / X;
 #pragma unroll
   for (int offset = RL::kRowThreads; offset < 32; offset <<= 1)
 #pragma unroll
@@ -317,11 +350,9 @@ __device__ void write_chunk_result(const Params& p, const ChunkInfo<T>& c, Chunk
 #pragma unroll
         for (int e = 0; e < X; ++e) acc[h][s][e] += __shfl_xor_sync(0xffffffffu, acc[h][s][e], offset);
   float* reduce = sh.scores;  // [warp][DH_MAX]
-  const bool direct = p.num_chunks == 1;
-  const int64_t head_row0 = static_cast<int64_t>(c.b) * p.num_heads + c.first_head;  // row of [B*H]
 #pragma unroll
   for (int h = 0; h < G_MAX; ++h) {
-    sync();  // the scores (h == 0) or the previous head's sums have been read
+    sync();  // the probabilities (h == 0) or the previous head's sums have been read
     if (lane < RL::kRowThreads) {
 #pragma unroll
       for (int s = 0; s < RL::kSlabsPerThread; ++s) {
@@ -333,21 +364,37 @@ __device__ void write_chunk_result(const Params& p, const ChunkInfo<T>& c, Chunk
       }
     }
     sync();
-    if (h < c.heads_here) {
-      for (int d = tid; d < Dh; d += kThreads) {
-        float sum = 0.f;
+    if (h < heads_here) {
+      for (int d = tid; d < head_dim; d += kThreads) {
+        float total = 0.f;
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) sum += reduce[w * DH_MAX + d];
-        if (direct) {
-          static_cast<T*>(p.out)[(head_row0 + h) * Dh + d] = from_float<T>(sum / (sh.head_sum[h] + 1e-6f));
-        } else {
-          p.partial_out[((head_row0 + h) * p.num_chunks + c.chunk) * Dh + d] = sum;
-        }
-      }
-      if (!direct && tid == 0) {
-        p.partial_stats[(head_row0 + h) * p.num_chunks + c.chunk] = make_float2(sh.head_max[h], sh.head_sum[h]);
+        for (int w = 0; w < kWarps; ++w) total += reduce[w * DH_MAX + d];
+        consume(h, d, total);
       }
     }
+  }
+}
+
+// Step 5, second half: element d of head h's unnormalised P·V over the split, `total`, becomes the
+// output (one split) or the split's partial for the combine kernel.
+template <typename T, int DH_MAX, int G_MAX>
+__device__ void store_split_result(const Params& p, const SplitInfo<T>& s, const ChunkShared<DH_MAX, G_MAX>& sh,
+                                   int h, int d, float total) {
+  const int64_t row = static_cast<int64_t>(s.b) * p.num_heads + s.first_head + h;  // row of [B*H]
+  if (p.num_splits == 1) {
+    static_cast<T*>(p.out)[row * p.head_dim + d] = from_float<T>(total / (sh.head_sum[h] + 1e-6f));
+  } else {
+    p.partial_out[(row * p.num_splits + s.split) * p.head_dim + d] = total;
+  }
+}
+
+// ... and the split's (max, sum) per head for the combine kernel (split mode; visible head_sum).
+template <typename T, int DH_MAX, int G_MAX>
+__device__ void store_split_stats(const Params& p, const SplitInfo<T>& s, const ChunkShared<DH_MAX, G_MAX>& sh) {
+  if (p.num_splits == 1 || threadIdx.x != 0) return;
+  for (int h = 0; h < s.heads_here; ++h) {
+    const int64_t row = static_cast<int64_t>(s.b) * p.num_heads + s.first_head + h;
+    p.partial_stats[row * p.num_splits + s.split] = make_float2(sh.head_max[h], sh.head_sum[h]);
   }
 }
 
@@ -357,7 +404,7 @@ struct BlockSync {
 
 // The kernel for every architecture: loads from global memory into registers, in batches.
 template <typename T, int DH_MAX, int G_MAX>
-__global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, 2) single_query_attention_split_kernel(const Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // The combine kernel may be scheduled once every CTA of this grid has started; it waits for this
   // grid to finish before reading anything (griddepcontrol.wait), so it only skips the launch gap.
@@ -375,17 +422,19 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   using Slab = Vec<T, X>;
 
   __shared__ ChunkShared<DH_MAX, G_MAX> sh;
-  ChunkInfo<T> c;
-  if (!chunk_info<T, G_MAX>(p, c)) return;
+  SplitInfo<T> split;
+  if (!split_info<T, G_MAX>(p, split)) return;
   const int tid = threadIdx.x, warp = tid / 32;
   const int Dh = p.head_dim;
   const int L = p.cache_len;
+  // One chunk: the host keeps this kernel's splits within the score buffer.
+  const Chunk c = split.chunk(0, kScoreCapacity / G_MAX, L);
   const int num_cached = c.num_cached;
   const int64_t slab_stride = static_cast<int64_t>(L) * X;
   const int num_slabs = Dh / X;
 
   // 1. q, the new key and value, rotated; the new K/V stored.
-  load_query_and_new_token<T>(p, c, sh, BlockSync{});
+  load_query_and_new_token<T>(p, split, sh, BlockSync{});
 
   // 2. Scores of the cached positions: one position per thread, its slabs loaded in batches.
   float thread_max[G_MAX], slope[G_MAX];
@@ -397,7 +446,7 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   for (int base = 0; base < num_cached; base += kThreads) {
     const int local = base + tid;
     if (local >= num_cached) break;
-    const T* key = c.k_cache + static_cast<int64_t>(c.slot_of(local, L)) * X;
+    const T* key = split.k_cache + static_cast<int64_t>(c.slot_of(local, L)) * X;
     float dot[G_MAX];
 #pragma unroll
     for (int h = 0; h < G_MAX; ++h) dot[h] = 0.f;
@@ -422,10 +471,10 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
         }
       }
     }
-    const int position = c.chunk_begin + local;
+    const int position = c.begin + local;
 #pragma unroll
     for (int h = 0; h < G_MAX; ++h) {
-      const float s = dot[h] * p.inv_sqrt_dh + slope[h] * static_cast<float>(position - c.t);
+      const float s = dot[h] * p.inv_sqrt_dh + slope[h] * static_cast<float>(position - split.t);
       sh.scores[local * G_MAX + h] = s;
       thread_max[h] = fmaxf(thread_max[h], s);
     }
@@ -448,7 +497,7 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
     for (int r = 0; r < kRowBatch; ++r) {
       const int local = base + row_group + r * kRowsPerPass;
       if (local < num_cached) {
-        const T* row = c.v_cache + static_cast<int64_t>(c.slot_of(local, L)) * Dh;
+        const T* row = split.v_cache + static_cast<int64_t>(c.slot_of(local, L)) * Dh;
 #pragma unroll
         for (int s = 0; s < kSlabsPerThread; ++s) {
           const int slab = row_lane + s * kRowThreads;
@@ -460,7 +509,7 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
   load_rows(0);
 
   // 3. Softmax over the chunk.
-  chunk_softmax((c.chunk_end - c.chunk_begin) * G_MAX, thread_max, sh, BlockSync{});
+  chunk_softmax((c.end - c.begin) * G_MAX, thread_max, sh, BlockSync{});
 
   // 4. P·V.
   float acc[G_MAX][kSlabsPerThread][X];
@@ -495,13 +544,15 @@ __global__ void __launch_bounds__(kThreads, 2) single_query_attention_chunk_kern
       }
     }
   }
-  add_new_value(p, c, sh, acc);
+  add_new_value<T>(p, c, sh, acc);
 
   // 5. Output or partial.
-  write_chunk_result(p, c, sh, acc, BlockSync{});
+  reduce_accumulators<T>(p.head_dim, split.heads_here, sh, acc, BlockSync{},
+                         [&](int h, int d, float total) { store_split_result(p, split, sh, h, d, total); });
+  store_split_stats(p, split, sh);
 }
 
-// Merges the chunks of one (head, batch) entry: grid (H, B). Warps take chunks, lanes take four
+// Merges the splits of one (head, batch) entry: grid (H, B). Warps take splits, lanes take four
 // consecutive output elements (up to two groups of four per lane for Dh <= 256).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) single_query_attention_combine_kernel(const Params p) {
@@ -525,12 +576,12 @@ __global__ void __launch_bounds__(kThreads) single_query_attention_combine_kerne
     return;
   }
   const int window = t + 1 - window_start(t, p.cache_len);
-  const int chunks = (window + p.chunk_size - 1) / p.chunk_size;  // the non-empty ones
-  const float2* stats = p.partial_stats + row * p.num_chunks;
-  const float* partial = p.partial_out + row * p.num_chunks * Dh;
+  const int splits = (window + p.split_size - 1) / p.split_size;  // the non-empty ones
+  const float2* stats = p.partial_stats + row * p.num_splits;
+  const float* partial = p.partial_out + row * p.num_splits * Dh;
 
   float m = -INFINITY;
-  for (int c = tid; c < chunks; c += kThreads) m = fmaxf(m, stats[c].x);
+  for (int c = tid; c < splits; c += kThreads) m = fmaxf(m, stats[c].x);
   m = warp_max(m);
   if (lane == 0) warp_values[warp] = m;
   __syncthreads();
@@ -543,8 +594,8 @@ __global__ void __launch_bounds__(kThreads) single_query_attention_combine_kerne
 #pragma unroll
   for (int i = 0; i < kQuadsPerLane; ++i) num[i] = make_float4(0.f, 0.f, 0.f, 0.f);
   float den = 0.f;
-#pragma unroll 4  // independent loads of four chunks in flight per warp (long windows have ~100 chunks)
-  for (int c = warp; c < chunks; c += kWarps) {
+#pragma unroll 4  // independent loads of four splits in flight per warp
+  for (int c = warp; c < splits; c += kWarps) {
     const float2 st = stats[c];
     const float w = expf(st.x - m);
     den += w * st.y;

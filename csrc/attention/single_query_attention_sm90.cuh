@@ -1,15 +1,15 @@
 // Hopper chunk kernel of single_query_attention: the same work split, steps and results as
-// single_query_attention_chunk_kernel (single_query_attention.cuh, which documents the cache layouts
+// single_query_attention_split_kernel (single_query_attention.cuh, which documents the cache layouts
 // and the algorithm), with the K and V bytes brought into a shared-memory ring by the bulk copy
 // engine instead of register loads.
 //
 // Roles: warps 0..7 (kThreads threads) compute; warp 8 (one thread of it) is the producer. The
-// producer streams the chunk's cached positions in tiles of kTile positions, first every K tile,
-// then every V tile, through kStages ring buffers, each guarded by a "full" mbarrier (the copy
-// engine's bytes) and an "empty" mbarrier (one arrival per compute thread once it has read the
-// buffer). It starts at the CTA's entry and runs ahead of the math by up to kStages tiles, so a CTA
-// has up to kStages x 16 KB of requests in flight at every phase: during its setup, its K -> V change
-// and its softmax (whose V tiles are already arriving), which the register-load kernel could not.
+// producer streams each chunk's cached positions in tiles of kTile positions, first every K tile,
+// then every V tile, chunk after chunk, through kStages ring buffers, each guarded by a "full"
+// mbarrier (the copy engine's bytes) and an "empty" mbarrier (one arrival per compute thread once it
+// has read the buffer). It starts at the CTA's entry and runs ahead of the math by up to kStages
+// tiles, so a CTA has up to kStages x 16 KB of requests in flight at every phase: during its setup,
+// its K -> V changes and its softmaxes (whose V tiles are already arriving), and across its chunks.
 //
 // Ring buffer layouts (16-byte units):
 //   K tile: slab run s (the tile's positions of 16-byte slab s, copied from the contiguous run
@@ -97,7 +97,7 @@ __device__ __forceinline__ void prefetch_lines_l2(const void* base, int bytes) {
 template <typename T, int DH_MAX, int G_MAX>
 __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_kernel(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the host selects this kernel only on sm_90a builds on CC 9.0
-  asm volatile("griddepcontrol.launch_dependents;");  // see single_query_attention_chunk_kernel
+  asm volatile("griddepcontrol.launch_dependents;");  // see single_query_attention_split_kernel
   using RG = RingLayout<T, DH_MAX>;
   using RL = RowLayout<T, DH_MAX>;
   constexpr int X = RG::X;
@@ -105,28 +105,30 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   using Slab = Vec<T, X>;
 
   __shared__ ChunkShared<DH_MAX, G_MAX> sh;
+  __shared__ float split_total[G_MAX][DH_MAX];  // unnormalised P·V over the split's chunks so far
   __shared__ uint64_t full[kStages], empty[kStages];
   extern __shared__ __align__(128) unsigned char ring[];
 
-  ChunkInfo<T> c;
-  if (!chunk_info<T, G_MAX>(p, c)) return;
+  SplitInfo<T> split;
+  if (!split_info<T, G_MAX>(p, split)) return;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int Dh = p.head_dim;
   const int L = p.cache_len;
   const int num_slabs = Dh / X;
-  const int num_cached = c.num_cached;
-  const int num_tiles = (num_cached + kTile - 1) / kTile;
+  constexpr int kChunkCapacity = kScoreCapacity / G_MAX;
+  const int num_chunks = split.num_chunks(kChunkCapacity);
+  auto tiles_of = [](const Chunk& c) { return (c.num_cached + kTile - 1) / kTile; };
 
   if (warp < kWarps) {
     // The setup's inputs (step 1) are requested before the producer's first bulk copies (after the
     // barrier below): issued behind them, they would queue behind the whole grid's ring requests (~17
     // MB on 132 SMs, ~5.6 us at copy bandwidth) and hold the math back that long in the first wave.
-    prefetch_lines_l2(static_cast<const T*>(p.q) + c.b * p.q_batch_stride + static_cast<int64_t>(c.first_head) * Dh,
-                      c.heads_here * Dh * static_cast<int>(sizeof(T)));
-    if (c.has_new) {
-      const int64_t kv = static_cast<int64_t>(c.kv_head) * Dh;
-      prefetch_lines_l2(static_cast<const T*>(p.k) + c.b * p.k_batch_stride + kv, Dh * static_cast<int>(sizeof(T)));
-      prefetch_lines_l2(static_cast<const T*>(p.v) + c.b * p.v_batch_stride + kv, Dh * static_cast<int>(sizeof(T)));
+    prefetch_lines_l2(static_cast<const T*>(p.q) + split.b * p.q_batch_stride + static_cast<int64_t>(split.first_head) * Dh,
+                      split.heads_here * Dh * static_cast<int>(sizeof(T)));
+    if (split.has_new) {
+      const int64_t kv = static_cast<int64_t>(split.kv_head) * Dh;
+      prefetch_lines_l2(static_cast<const T*>(p.k) + split.b * p.k_batch_stride + kv, Dh * static_cast<int>(sizeof(T)));
+      prefetch_lines_l2(static_cast<const T*>(p.v) + split.b * p.v_batch_stride + kv, Dh * static_cast<int>(sizeof(T)));
     }
   }
   if (tid == 0) {
@@ -141,29 +143,35 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   }
   __syncthreads();  // the only barrier of all kRingThreads threads
 
-  if (warp == kWarps) {  // producer: tile i = K tile i, then V tile i - num_tiles
+  // Ring tile i (counted over the whole split) sits in stage i % kStages, its fill number i / kStages.
+  if (warp == kWarps) {  // producer: per chunk, K tile j for j < num_tiles, then V tile j - num_tiles
     if (lane != 0) return;
-    for (int i = 0; i < 2 * num_tiles; ++i) {
-      const int stage = i % kStages;
-      if (i >= kStages) sm90::mbarrier_wait(&empty[stage], (i / kStages - 1) & 1);
-      const bool is_v = i >= num_tiles;
-      const int first = (is_v ? i - num_tiles : i) * kTile;  // first local position of the tile
-      const int n = min(kTile, num_cached - first);
-      const int slot = c.slot_of(first, L);
-      const int n1 = min(n, L - slot);  // positions before the cache's end; the rest from slot 0
-      unsigned char* dst = ring + stage * RG::kStageBytes;
-      if (is_v) {
-        const uint32_t row_bytes = Dh * sizeof(T);
-        sm90::mbarrier_arrive_expect_tx(&full[stage], n * row_bytes);
-        sm90::bulk_copy_g2s(dst, c.v_cache + static_cast<int64_t>(slot) * Dh, n1 * row_bytes, &full[stage]);
-        if (n1 < n) sm90::bulk_copy_g2s(dst + n1 * row_bytes, c.v_cache, (n - n1) * row_bytes, &full[stage]);
-      } else {
-        sm90::mbarrier_arrive_expect_tx(&full[stage], num_slabs * n * 16);
-        for (int s = 0; s < num_slabs; ++s) {
-          const T* run = c.k_cache + static_cast<int64_t>(s) * L * X;
-          unsigned char* run_dst = dst + s * RG::kRunStride * 16;
-          sm90::bulk_copy_g2s(run_dst, run + static_cast<int64_t>(slot) * X, n1 * 16, &full[stage]);
-          if (n1 < n) sm90::bulk_copy_g2s(run_dst + n1 * 16, run, (n - n1) * 16, &full[stage]);
+    int i = 0;
+    for (int chunk_index = 0; chunk_index < num_chunks; ++chunk_index) {
+      const Chunk c = split.chunk(chunk_index, kChunkCapacity, L);
+      const int num_tiles = tiles_of(c);
+      for (int j = 0; j < 2 * num_tiles; ++j, ++i) {
+        const int stage = i % kStages;
+        if (i >= kStages) sm90::mbarrier_wait(&empty[stage], (i / kStages - 1) & 1);
+        const bool is_v = j >= num_tiles;
+        const int first = (is_v ? j - num_tiles : j) * kTile;  // first local position of the tile
+        const int n = min(kTile, c.num_cached - first);
+        const int slot = c.slot_of(first, L);
+        const int n1 = min(n, L - slot);  // positions before the cache's end; the rest from slot 0
+        unsigned char* dst = ring + stage * RG::kStageBytes;
+        if (is_v) {
+          const uint32_t row_bytes = Dh * sizeof(T);
+          sm90::mbarrier_arrive_expect_tx(&full[stage], n * row_bytes);
+          sm90::bulk_copy_g2s(dst, split.v_cache + static_cast<int64_t>(slot) * Dh, n1 * row_bytes, &full[stage]);
+          if (n1 < n) sm90::bulk_copy_g2s(dst + n1 * row_bytes, split.v_cache, (n - n1) * row_bytes, &full[stage]);
+        } else {
+          sm90::mbarrier_arrive_expect_tx(&full[stage], num_slabs * n * 16);
+          for (int s = 0; s < num_slabs; ++s) {
+            const T* run = split.k_cache + static_cast<int64_t>(s) * L * X;
+            unsigned char* run_dst = dst + s * RG::kRunStride * 16;
+            sm90::bulk_copy_g2s(run_dst, run + static_cast<int64_t>(slot) * X, n1 * 16, &full[stage]);
+            if (n1 < n) sm90::bulk_copy_g2s(run_dst + n1 * 16, run, (n - n1) * 16, &full[stage]);
+          }
         }
       }
     }
@@ -171,136 +179,158 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   }
 
   // 1. q, the new key and value, rotated; the new K/V stored (while the first tiles arrive).
-  load_query_and_new_token<T>(p, c, sh, ComputeSync{});
+  load_query_and_new_token<T>(p, split, sh, ComputeSync{});
 
-  // 2. Scores. Lane `part` of each kTpp-lane group owns slabs part * kSlabsPerLane + j: their q values
-  // stay in registers; the group takes positions group + k * kPositionGroups of each tile.
+  // Lane `part` of each kTpp-lane group owns slabs part * kSlabsPerLane + j of the scores (their q
+  // values in registers during a chunk's score phase); the group takes positions
+  // group + k * kPositionGroups of each tile.
   const int part = tid % RG::kTpp;
   const int group = tid / RG::kTpp;
-  float qr[RG::kSlabsPerLane][X][G_MAX];
-#pragma unroll
-  for (int j = 0; j < RG::kSlabsPerLane; ++j) {
-    const int slab = part * RG::kSlabsPerLane + j;
-#pragma unroll
-    for (int e = 0; e < X; ++e)
-#pragma unroll
-      for (int h = 0; h < G_MAX; ++h) qr[j][e][h] = slab < num_slabs ? sh.q[(slab * X + e) * G_MAX + h] : 0.f;
-  }
   // After the reduce-scatter, the lane holds kOut totals: values [block * kOut, +kOut) of
   // dot[k * G_MAX + h]; the lanes with (part % kRepeat) == 0 store them.
   constexpr int kValues = RG::kPpt * G_MAX;
   constexpr int kOut = kValues > RG::kTpp ? kValues / RG::kTpp : 1;
   constexpr int kRepeat = RG::kTpp * kOut / kValues;  // lanes holding the same totals
   const int block = part / kRepeat;
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    const int stage = tile % kStages;
-    const int first = tile * kTile;
-    const int n = min(kTile, num_cached - first);
-    const Slab* runs = reinterpret_cast<const Slab*>(ring + stage * RG::kStageBytes);
-    sm90::mbarrier_wait(&full[stage], (tile / kStages) & 1);
-    float dot[kValues];
-#pragma unroll
-    for (int i = 0; i < kValues; ++i) dot[i] = 0.f;
-    // Positions past the tile's end read the last one instead (no branch around the loads, so they
-    // are all in flight at once); their totals are not stored.
+  // P·V: kRowThreads lanes per V row (RowLayout).
+  const int row_lane = tid % RL::kRowThreads;
+  const int row_group = tid / RL::kRowThreads;
+
+  int ring_first = 0;  // ring index of the chunk's first K tile
+  for (int chunk_index = 0; chunk_index < num_chunks; ++chunk_index) {
+    const Chunk c = split.chunk(chunk_index, kChunkCapacity, L);
+    const int num_cached = c.num_cached;
+    const int num_tiles = tiles_of(c);
+    if (chunk_index > 0) ComputeSync{}();  // the previous chunk's probabilities have been read
+
+    // 2. Scores.
+    float qr[RG::kSlabsPerLane][X][G_MAX];
 #pragma unroll
     for (int j = 0; j < RG::kSlabsPerLane; ++j) {
       const int slab = part * RG::kSlabsPerLane + j;
-      if (slab < num_slabs) {
-        Slab keys[RG::kPpt];
 #pragma unroll
-        for (int k = 0; k < RG::kPpt; ++k) {
-          keys[k] = runs[slab * RG::kRunStride + min(group + k * RG::kPositionGroups, n - 1)];
+      for (int e = 0; e < X; ++e)
+#pragma unroll
+        for (int h = 0; h < G_MAX; ++h) qr[j][e][h] = slab < num_slabs ? sh.q[(slab * X + e) * G_MAX + h] : 0.f;
+    }
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int i = ring_first + tile;
+      const int stage = i % kStages;
+      const int first = tile * kTile;
+      const int n = min(kTile, num_cached - first);
+      const Slab* runs = reinterpret_cast<const Slab*>(ring + stage * RG::kStageBytes);
+      sm90::mbarrier_wait(&full[stage], (i / kStages) & 1);
+      float dot[kValues];
+#pragma unroll
+      for (int v = 0; v < kValues; ++v) dot[v] = 0.f;
+      // Positions past the tile's end read the last one instead (no branch around the loads, so they
+      // are all in flight at once); their totals are not stored.
+#pragma unroll
+      for (int j = 0; j < RG::kSlabsPerLane; ++j) {
+        const int slab = part * RG::kSlabsPerLane + j;
+        if (slab < num_slabs) {
+          Slab keys[RG::kPpt];
+#pragma unroll
+          for (int k = 0; k < RG::kPpt; ++k) {
+            keys[k] = runs[slab * RG::kRunStride + min(group + k * RG::kPositionGroups, n - 1)];
+          }
+#pragma unroll
+          for (int k = 0; k < RG::kPpt; ++k) {
+#pragma unroll
+            for (int e = 0; e < X; ++e) {
+              const float kf = to_float(keys[k].v[e]);
+#pragma unroll
+              for (int h = 0; h < G_MAX; ++h) dot[k * G_MAX + h] += qr[j][e][h] * kf;
+            }
+          }
         }
+      }
+      sm90::mbarrier_arrive(&empty[stage]);  // this thread is done with the buffer (see the init)
+      reduce_scatter<kValues, RG::kTpp>(dot, lane);
+      if (part % kRepeat == 0) {
 #pragma unroll
-        for (int k = 0; k < RG::kPpt; ++k) {
-#pragma unroll
-          for (int e = 0; e < X; ++e) {
-            const float kf = to_float(keys[k].v[e]);
-#pragma unroll
-            for (int h = 0; h < G_MAX; ++h) dot[k * G_MAX + h] += qr[j][e][h] * kf;
+        for (int o = 0; o < kOut; ++o) {
+          const int value = block * kOut + o;
+          const int h = value % G_MAX;
+          const int pos = group + (value / G_MAX) * RG::kPositionGroups;
+          if (pos < n) {
+            const int local = first + pos;
+            sh.scores[local * G_MAX + h] =
+                dot[o] * p.inv_sqrt_dh + sh.head_slope[h] * static_cast<float>(c.begin + local - split.t);
           }
         }
       }
     }
-    sm90::mbarrier_arrive(&empty[stage]);  // this thread is done with the buffer (see the init)
-    reduce_scatter<kValues, RG::kTpp>(dot, lane);
-    if (part % kRepeat == 0) {
-#pragma unroll
-      for (int o = 0; o < kOut; ++o) {
-        const int value = block * kOut + o;
-        const int h = value % G_MAX;
-        const int pos = group + (value / G_MAX) * RG::kPositionGroups;
-        if (pos < n) {
-          const int local = first + pos;
-          sh.scores[local * G_MAX + h] =
-              dot[o] * p.inv_sqrt_dh + sh.head_slope[h] * static_cast<float>(c.chunk_begin + local - c.t);
-        }
-      }
-    }
-  }
-  if (c.has_new && warp < G_MAX) score_new_token(p, num_cached, sh);
-  ComputeSync{}();  // every score is stored
+    if (c.has_new && warp < G_MAX) score_new_token(p, num_cached, sh);
+    ComputeSync{}();  // every score is stored
 
-  // 3. Softmax: per-thread maxima of the stored scores (head tid % G_MAX), then as the other kernel.
-  const int num_scores = (c.chunk_end - c.chunk_begin) * G_MAX;
-  float m = -INFINITY;
-  for (int i = tid; i < num_scores; i += kThreads) m = fmaxf(m, sh.scores[i]);
-  float thread_max[G_MAX];
+    // 3. Softmax: per-thread maxima of the stored scores (head tid % G_MAX), then as the other kernel.
+    const int num_scores = (c.end - c.begin) * G_MAX;
+    float m = -INFINITY;
+    for (int s = tid; s < num_scores; s += kThreads) m = fmaxf(m, sh.scores[s]);
+    float thread_max[G_MAX];
 #pragma unroll
-  for (int h = 0; h < G_MAX; ++h) thread_max[h] = h == tid % G_MAX ? m : -INFINITY;
-  chunk_softmax(num_scores, thread_max, sh, ComputeSync{});  // ends after a barrier past the probabilities
+    for (int h = 0; h < G_MAX; ++h) thread_max[h] = h == tid % G_MAX ? m : -INFINITY;
+    chunk_softmax(num_scores, thread_max, sh, ComputeSync{});
 
-  // 4. P·V from the V tiles.
-  const int row_lane = tid % RL::kRowThreads;
-  const int row_group = tid / RL::kRowThreads;
-  float acc[G_MAX][RL::kSlabsPerThread][X];
+    // 4. P·V from the V tiles, in registers only for this chunk (they would not fit beside the score
+    // phase's), then summed into split_total, whose earlier chunks are rescaled by head_scale.
+    float acc[G_MAX][RL::kSlabsPerThread][X];
 #pragma unroll
-  for (int h = 0; h < G_MAX; ++h)
+    for (int h = 0; h < G_MAX; ++h)
 #pragma unroll
-    for (int s = 0; s < RL::kSlabsPerThread; ++s)
+      for (int s = 0; s < RL::kSlabsPerThread; ++s)
 #pragma unroll
-      for (int e = 0; e < X; ++e) acc[h][s][e] = 0.f;
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    const int i = num_tiles + tile;
-    const int stage = i % kStages;
-    const int first = tile * kTile;
-    const int n = min(kTile, num_cached - first);
-    const T* rows = reinterpret_cast<const T*>(ring + stage * RG::kStageBytes);
-    sm90::mbarrier_wait(&full[stage], (i / kStages) & 1);
-    // Rows past the tile's end read its last row with probability 0 (no branch around the loads).
-    constexpr int kRowsPerThread = kTile / RL::kRowsPerPass;
+        for (int e = 0; e < X; ++e) acc[h][s][e] = 0.f;
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int i = ring_first + num_tiles + tile;
+      const int stage = i % kStages;
+      const int first = tile * kTile;
+      const int n = min(kTile, num_cached - first);
+      const T* rows = reinterpret_cast<const T*>(ring + stage * RG::kStageBytes);
+      sm90::mbarrier_wait(&full[stage], (i / kStages) & 1);
+      // Rows past the tile's end read its last row with probability 0 (no branch around the loads).
+      constexpr int kRowsPerThread = kTile / RL::kRowsPerPass;
 #pragma unroll
-    for (int s = 0; s < RL::kSlabsPerThread; ++s) {
-      const int slab = row_lane + s * RL::kRowThreads;
-      if (slab < num_slabs) {
-        Slab values[kRowsPerThread];
+      for (int s = 0; s < RL::kSlabsPerThread; ++s) {
+        const int slab = row_lane + s * RL::kRowThreads;
+        if (slab < num_slabs) {
+          Slab values[kRowsPerThread];
 #pragma unroll
-        for (int r = 0; r < kRowsPerThread; ++r) {
-          const int row = min(row_group + r * RL::kRowsPerPass, n - 1);
-          values[r] = *reinterpret_cast<const Slab*>(rows + row * Dh + slab * X);
-        }
+          for (int r = 0; r < kRowsPerThread; ++r) {
+            const int row = min(row_group + r * RL::kRowsPerPass, n - 1);
+            values[r] = *reinterpret_cast<const Slab*>(rows + row * Dh + slab * X);
+          }
 #pragma unroll
-        for (int r = 0; r < kRowsPerThread; ++r) {
-          const int row = row_group + r * RL::kRowsPerPass;
-          float prob[G_MAX];
+          for (int r = 0; r < kRowsPerThread; ++r) {
+            const int row = row_group + r * RL::kRowsPerPass;
+            float prob[G_MAX];
 #pragma unroll
-          for (int h = 0; h < G_MAX; ++h) prob[h] = row < n ? sh.scores[(first + row) * G_MAX + h] : 0.f;
+            for (int h = 0; h < G_MAX; ++h) prob[h] = row < n ? sh.scores[(first + row) * G_MAX + h] : 0.f;
 #pragma unroll
-          for (int e = 0; e < X; ++e) {
-            const float vf = to_float(values[r].v[e]);
+            for (int e = 0; e < X; ++e) {
+              const float vf = to_float(values[r].v[e]);
 #pragma unroll
-            for (int h = 0; h < G_MAX; ++h) acc[h][s][e] += prob[h] * vf;
+              for (int h = 0; h < G_MAX; ++h) acc[h][s][e] += prob[h] * vf;
+            }
           }
         }
       }
+      sm90::mbarrier_arrive(&empty[stage]);
     }
-    sm90::mbarrier_arrive(&empty[stage]);
+    add_new_value<T>(p, c, sh, acc);
+    const bool first_chunk = chunk_index == 0;  // (split_total is not initialised)
+    reduce_accumulators<T>(Dh, split.heads_here, sh, acc, ComputeSync{}, [&](int h, int d, float total) {
+      split_total[h][d] = first_chunk ? total : split_total[h][d] * sh.head_scale[h] + total;
+    });
+    ring_first += 2 * num_tiles;
   }
-  add_new_value(p, c, sh, acc);
 
-  // 5. Output or partial.
-  write_chunk_result(p, c, sh, acc, ComputeSync{});
+  // 5. Output or partial (each thread stores the split_total elements it summed).
+  for (int h = 0; h < split.heads_here; ++h) {
+    for (int d = tid; d < Dh; d += kThreads) store_split_result(p, split, sh, h, d, split_total[h][d]);
+  }
+  store_split_stats(p, split, sh);
 #endif
 }
 

@@ -113,8 +113,9 @@ def test_lengths_and_circular_buffer(length: int, where: str) -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("group", [1, 4, 8])
 def test_whole_window_per_cta(dtype: torch.dtype, group: int) -> None:
-    """As many (sequence, KV head) rows as resident CTA slots (2 per SM): each window is one chunk of
-    the largest size the score buffer holds (8192 / heads per CTA positions), output written directly."""
+    """As many (sequence, KV head) rows as resident CTA slots (2 per SM): each window is one split and
+    one chunk of the largest size the score buffer holds (8192 / heads per CTA positions), output
+    written directly."""
     kv_heads = 4
     batch = -(-2 * torch.cuda.get_device_properties(0).multi_processor_count // kv_heads)
     length = 8192 // group
@@ -123,14 +124,29 @@ def test_whole_window_per_cta(dtype: torch.dtype, group: int) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("group", [3, 4])
+@pytest.mark.parametrize("length,timestep", [(5000, 4999), (4500, 2 * 4500 + 1234)])
+def test_long_split_in_chunks(dtype: torch.dtype, group: int, length: int, timestep: int) -> None:
+    """As many (sequence, KV head) rows as resident CTA slots, so the host gives each row one split: on
+    compute capability 9.0 the ring kernel takes the whole window (4500-5000 positions) in chunks of
+    2048 (8192 / 4 heads) with an online softmax (rising ALiBi scores move the running maximum at each
+    chunk; a circular window wraps inside a chunk); the register kernel, whose split is one chunk,
+    splits the window instead (combine kernel)."""
+    kv_heads = 8
+    batch = -(-2 * torch.cuda.get_device_properties(0).multi_processor_count // kv_heads)
+    q, k, v, kc, vc = make_inputs(batch, group * kv_heads, kv_heads, 64, length, dtype)
+    check(q, k, v, kc, vc, None, torch.rand(group * kv_heads, device="cuda") * 0.01, timestep, 64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("dh", [48, 64, 128, 256])
 @pytest.mark.parametrize("group", [1, 3, 4])
-def test_ring_tiles_wrap_and_short_chunks(dtype: torch.dtype, dh: int, group: int) -> None:
+def test_ring_tiles_wrap_and_short_splits(dtype: torch.dtype, dh: int, group: int) -> None:
     """The bulk-copy ring kernel (compute capability 9.0, up to 4 query heads per KV head; the register
     kernel elsewhere): 16 KB tiles of 16-256 positions by dtype and head size (Dh 48 leaves part of each
     tile's slab runs unused), one sequence per window length. With L = 1024 and 30 one-head rows, the
-    host picks 256-position chunks (4 per window), so the lengths cover every tile remainder in steps of
-    32, chunks that hold only the new token (t a multiple of 256), and circular windows whose wrap falls
+    host picks 256-position splits (4 per window), so the lengths cover every tile remainder in steps of
+    32, splits that hold only the new token (t a multiple of 256), and circular windows whose wrap falls
     inside a tile (t >= L)."""
     lengths = list(range(256, 1024, 32)) + [257, 1023, 1024, 1100, 2048 + 37, 5 * 1024 + 255]
     q, k, v, kc, vc = make_inputs(len(lengths), group, 1, dh, 1024, dtype)
