@@ -42,20 +42,21 @@ void check_token_tensor(const ArgChecker& c, const at::Tensor& t, const char* na
 }
 
 // Which kernel runs on this device: the bulk-copy ring kernel (single_query_attention_sm90.cuh)
-// on compute capability 9.0 when this build has sm_90a code, for up to 4 query heads per KV head
-// (8 heads' q values and accumulators do not fit its registers); else the register-load kernel.
+// on compute capability 9.0 when this build has sm_90a code, for fp16/bf16 (its scores are
+// mma.sync) and up to 4 query heads per KV head (8 heads' P.V accumulators do not fit its registers);
+// else (fp32, 8 heads, other GPUs, builds without sm_90a) the register-load kernel.
 struct KernelChoice {
   bool ring_allowed;     // device 9.0 and an sm_90a build
   bool overlap_combine;  // launch the combine kernel with programmatic stream serialisation (sm_90+), so
                          // its CTAs are scheduled during the split kernel's last wave, not after a launch gap
 };
 
-// The ring kernel processes a split of any length in chunks; the register kernel's split is one
-// chunk, at most the score buffer's kScoreCapacity / G_MAX positions.
-template <int G_MAX>
-bool ring_kernel_runs(bool ring_allowed) {
+// The ring kernel (fp16/bf16, up to 4 query heads per KV head) processes a split of any length in
+// chunks; the register kernel's split is one chunk, at most kScoreCapacity / G_MAX positions.
+template <typename T, int G_MAX>
+constexpr bool ring_kernel_exists() {
 #ifdef AWQ_KERNELS_SM90A
-  return G_MAX <= 4 && ring_allowed;
+  return sizeof(T) == 2 && G_MAX <= 4;
 #else
   return false;
 #endif
@@ -64,8 +65,8 @@ bool ring_kernel_runs(bool ring_allowed) {
 template <typename T, int DH_MAX, int G_MAX>
 void launch_split_kernel(const attention::Params& p, const dim3& grid, bool ring_allowed, cudaStream_t stream) {
 #ifdef AWQ_KERNELS_SM90A
-  if constexpr (G_MAX <= 4) {
-    if (ring_kernel_runs<G_MAX>(ring_allowed)) {
+  if constexpr (ring_kernel_exists<T, G_MAX>()) {
+    if (ring_allowed) {
       constexpr int smem = attention::RingLayout<T, DH_MAX>::kRingBytes;
       const auto kernel = attention::single_query_attention_ring_kernel<T, DH_MAX, G_MAX>;
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -93,7 +94,7 @@ void launch(attention::Params& p, int batch, int num_sms, KernelChoice choice, i
   const int64_t rows = static_cast<int64_t>(batch) * p.num_kv_heads * p.head_groups;
   const int64_t slots = static_cast<int64_t>(kResidentPerSm) * num_sms;
   const int64_t max_split =
-      ring_kernel_runs<G_MAX>(choice.ring_allowed) ? window_max : attention::kScoreCapacity / G_MAX;
+      ring_kernel_exists<T, G_MAX>() && choice.ring_allowed ? window_max : attention::kScoreCapacity / G_MAX;
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   int64_t split = 0, best_cost = std::numeric_limits<int64_t>::max();
   const int64_t min_splits = ceil_div(window_max, max_split);

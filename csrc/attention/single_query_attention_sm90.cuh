@@ -1,34 +1,38 @@
-// Hopper chunk kernel of single_query_attention: the same work split, steps and results as
-// single_query_attention_split_kernel (single_query_attention.cuh, which documents the cache layouts
-// and the algorithm), with the K and V bytes brought into a shared-memory ring by the bulk copy
-// engine instead of register loads.
+// Hopper kernel of single_query_attention for fp16/bf16 caches: the same work split, steps and
+// results as single_query_attention_split_kernel (single_query_attention.cuh, which documents the cache
+// layouts and the algorithm), with the K and V bytes brought into a shared-memory ring by the bulk
+// copy engine instead of register loads, and the scores computed on tensor cores.
 //
 // Roles: warps 0..7 (kThreads threads) compute; warp 8 (one thread of it) is the producer. The
 // producer streams each chunk's cached positions in tiles of kTile positions, first every K tile,
 // then every V tile, chunk after chunk, through kStages ring buffers, each guarded by a "full"
 // mbarrier (the copy engine's bytes) and an "empty" mbarrier (one arrival per compute thread once it
-// has read the buffer). It starts at the CTA's entry and runs ahead of the math by up to kStages
+// is done with the buffer). It starts at the CTA's entry and runs ahead of the math by up to kStages
 // tiles, so a CTA has up to kStages x 16 KB of requests in flight at every phase: during its setup,
 // its K -> V changes and its softmaxes (whose V tiles are already arriving), and across its chunks.
 //
 // Ring buffer layouts (16-byte units):
-//   K tile: slab run s (the tile's positions of 16-byte slab s, copied from the contiguous run
-//     [b, hk, s, slot.., :] of the K cache) at s * kRunStride; kRunStride = kTile + padding, so the
-//     slab pieces the lanes of a quarter warp read fall in distinct bank groups.
+//   K tile: slab run s (the tile's positions of 16-byte slab s, dims 8s..8s+7, copied from the
+//     contiguous run [b, hk, s, slot.., :] of the K cache) at s * kTile. An ldmatrix 8 x 8 matrix
+//     (8 consecutive positions of one slab) is 128 contiguous bytes: no bank conflict.
 //   V tile: the tile's V rows, Dh elements each, back to back (one contiguous run of the V cache).
-// A tile whose slots wrap around the circular cache is copied as two runs per slab (K) or two
-// row ranges (V). A tile shorter than kTile (the chunk's last) is copied and read only up to its
-// length.
+// A tile whose slots wrap around the circular cache is copied as two runs per slab (K) or two row
+// ranges (V). A tile shorter than kTile (the chunk's last) is copied and read only up to its length.
 //
-// Scores: the Dh of a position is split over kTpp consecutive lanes (one or two slabs each, with
-// their q values in registers for the whole chunk), each lane takes kPpt positions of the tile; the
-// partial dot products (kPpt x G_MAX per lane) are summed over the kTpp lanes by a butterfly that
-// halves the values at each step (reduce-scatter: kPpt * G_MAX - 1 shuffles for up to 16 values),
-// leaving each total in one lane, which stores it. P·V reads V from the ring with the register
-// kernel's row layout (RowLayout).
+// Scores on tensor cores (mma.sync.m16n8k16, fp32 accumulators; common/mma.cuh): S[pos][h] =
+// K[pos][:] . q[h][:] with A = 16 positions x 16 dims of the K tile (ldmatrix), B = q (16 dims x 8
+// columns: the CTA's G_MAX query heads, then zeros); warp w takes positions [16w, 16w + 16) of each
+// tile (warps past kTile / 16 only wait for the tile and release it). Positions past a short tile's
+// end are read as its last position (clamped addresses) and not stored. This replaced a CUDA-core
+// score phase (q in registers, a butterfly reduce-scatter over the lanes sharing a position) whose
+// instruction count held the kernel below SDPA's speed (csrc/attention/NOTES.md, session 4).
+// P.V stays on CUDA cores with the register kernel's row layout (RowLayout): on tensor cores it needs
+// V^T fragments (ldmatrix.trans), which conflict 8 ways on V rows stored back to back; a padded row
+// stride through per-row bulk copies measured 1.6x slower (NOTES.md).
 #pragma once
 
 #include "attention/single_query_attention.cuh"
+#include "common/mma.cuh"
 #include "common/sm90.cuh"
 
 namespace awq {
@@ -40,19 +44,13 @@ constexpr int kTileBytes = 16384;            // K or V bytes of one tile at the 
 
 template <typename T, int DH_MAX>
 struct RingLayout {
-  static constexpr int X = 16 / sizeof(T);
-  static constexpr int kMaxSlabs = DH_MAX / X;
-  static constexpr int kTile = kTileBytes / (DH_MAX * static_cast<int>(sizeof(T)));  // positions per tile
-  static constexpr int kSlabsPerLane = kMaxSlabs > 32 ? kMaxSlabs / 32 : 1;             // K slabs per lane
-  static constexpr int kTpp = kMaxSlabs / kSlabsPerLane;  // lanes per position (<= 32, a power of two)
-  static constexpr int kPositionGroups = kThreads / kTpp;
-  static constexpr int kPpt = kTile / kPositionGroups;     // positions per lane per tile
-  // A quarter warp (8 lanes) reads 8 / kTpp positions of kTpp consecutive runs (or 8 runs of one
-  // position): the run stride must spread them over the 8 16-byte bank groups.
-  static constexpr int kRunStride = kTile + (kTpp >= 8 ? 1 : 8 / kTpp);
-  static constexpr int kStageBytes = kMaxSlabs * kRunStride * 16;  // >= kTileBytes (V tile)
+  static_assert(sizeof(T) == 2, "the ring kernel's scores are fp16/bf16 mma");
+  static constexpr int X = 8;                                // elements per 16-byte slab
+  static constexpr int kTile = kTileBytes / (DH_MAX * 2);  // positions per tile: 128, 64, 32
+  static constexpr int kPositionBlocks = kTile / 16;       // score mma row blocks per tile (one per warp)
+  static constexpr int kStageBytes = kTileBytes;           // K runs or V rows at the largest Dh
   static constexpr int kRingBytes = kStages * kStageBytes;
-  static_assert(kTpp <= 32 && kPositionGroups * kPpt == kTile, "tile must split evenly over the lanes");
+  static_assert(kPositionBlocks <= kWarps && kTile % 16 == 0, "one 16-position block per warp");
   static_assert(kTile % RowLayout<T, DH_MAX>::kRowsPerPass == 0, "V tile must split evenly over the row groups");
 };
 
@@ -60,29 +58,6 @@ struct RingLayout {
 struct ComputeSync {
   __device__ void operator()() const { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
 };
-
-// Sums v over the groups of W consecutive lanes; on return lane l of a group holds, in
-// v[0..max(1, N/W)), the totals of the values [b * F, (b + 1) * F), F = max(1, N / W),
-// b = (l % W) / (W * F / N) (every lane of the warp must call it).
-template <int N, int W>
-__device__ __forceinline__ void reduce_scatter(float (&v)[N], int lane) {
-#pragma unroll
-  for (int offset = W / 2, n = N; offset >= 1; offset >>= 1, n = n > 1 ? n / 2 : 1) {
-    if (n > 1) {  // halve: the upper lane keeps the upper half, the lower lane the lower half
-      const bool upper = (lane & offset) != 0;
-#pragma unroll
-      for (int i = 0; i < N / 2; ++i) {
-        if (i < n / 2) {
-          const float send = upper ? v[i] : v[i + n / 2];
-          const float keep = upper ? v[i + n / 2] : v[i];
-          v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
-        }
-      }
-    } else {
-      v[0] += __shfl_xor_sync(0xffffffffu, v[0], offset);
-    }
-  }
-}
 
 // Asks L2 for every 128-byte line of [base, base + bytes) (bytes > 0), spread over the compute threads;
 // only addresses inside the range are touched.
@@ -102,6 +77,7 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   using RL = RowLayout<T, DH_MAX>;
   constexpr int X = RG::X;
   constexpr int kTile = RG::kTile;
+  constexpr int kMaxKSteps = DH_MAX / 16;  // score mma steps over the head dims
   using Slab = Vec<T, X>;
 
   __shared__ ChunkShared<DH_MAX, G_MAX> sh;
@@ -168,7 +144,7 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
           sm90::mbarrier_arrive_expect_tx(&full[stage], num_slabs * n * 16);
           for (int s = 0; s < num_slabs; ++s) {
             const T* run = split.k_cache + static_cast<int64_t>(s) * L * X;
-            unsigned char* run_dst = dst + s * RG::kRunStride * 16;
+            unsigned char* run_dst = dst + s * kTile * 16;
             sm90::bulk_copy_g2s(run_dst, run + static_cast<int64_t>(slot) * X, n1 * 16, &full[stage]);
             if (n1 < n) sm90::bulk_copy_g2s(run_dst + n1 * 16, run, (n - n1) * 16, &full[stage]);
           }
@@ -181,17 +157,9 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   // 1. q, the new key and value, rotated; the new K/V stored (while the first tiles arrive).
   load_query_and_new_token<T>(p, split, sh, ComputeSync{});
 
-  // Lane `part` of each kTpp-lane group owns slabs part * kSlabsPerLane + j of the scores (their q
-  // values in registers during a chunk's score phase); the group takes positions
-  // group + k * kPositionGroups of each tile.
-  const int part = tid % RG::kTpp;
-  const int group = tid / RG::kTpp;
-  // After the reduce-scatter, the lane holds kOut totals: values [block * kOut, +kOut) of
-  // dot[k * G_MAX + h]; the lanes with (part % kRepeat) == 0 store them.
-  constexpr int kValues = RG::kPpt * G_MAX;
-  constexpr int kOut = kValues > RG::kTpp ? kValues / RG::kTpp : 1;
-  constexpr int kRepeat = RG::kTpp * kOut / kValues;  // lanes holding the same totals
-  const int block = part / kRepeat;
+  // Fragment coordinates (common/mma.cuh): g = lane / 4, quad = lane % 4.
+  const int g = lane / 4, quad = lane % 4;
+  const int num_k_steps = Dh / 16;
   // P·V: kRowThreads lanes per V row (RowLayout).
   const int row_lane = tid % RL::kRowThreads;
   const int row_group = tid / RL::kRowThreads;
@@ -203,63 +171,52 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
     const int num_tiles = tiles_of(c);
     if (chunk_index > 0) ComputeSync{}();  // the previous chunk's probabilities have been read
 
-    // 2. Scores.
-    float qr[RG::kSlabsPerLane][X][G_MAX];
+    // 2. Scores. q as B fragments (B[dim][head] = q[head][dim], heads >= G_MAX zero), loaded per
+    // chunk so that they are not live during P.V.
+    uint32_t q_frag[kMaxKSteps][2];
 #pragma unroll
-    for (int j = 0; j < RG::kSlabsPerLane; ++j) {
-      const int slab = part * RG::kSlabsPerLane + j;
+    for (int ks = 0; ks < kMaxKSteps; ++ks) {
 #pragma unroll
-      for (int e = 0; e < X; ++e)
-#pragma unroll
-        for (int h = 0; h < G_MAX; ++h) qr[j][e][h] = slab < num_slabs ? sh.q[(slab * X + e) * G_MAX + h] : 0.f;
+      for (int half = 0; half < 2; ++half) {
+        const int d = ks * 16 + half * 8 + 2 * quad;
+        const bool used = g < G_MAX && ks < num_k_steps;
+        q_frag[ks][half] = used ? pack2<T>(sh.q[d * G_MAX + g], sh.q[(d + 1) * G_MAX + g]) : 0u;
+      }
     }
     for (int tile = 0; tile < num_tiles; ++tile) {
       const int i = ring_first + tile;
       const int stage = i % kStages;
       const int first = tile * kTile;
       const int n = min(kTile, num_cached - first);
-      const Slab* runs = reinterpret_cast<const Slab*>(ring + stage * RG::kStageBytes);
       sm90::mbarrier_wait(&full[stage], (i / kStages) & 1);
-      float dot[kValues];
+      if (warp < RG::kPositionBlocks && warp * 16 < n) {
+        const unsigned char* k_tile = ring + stage * RG::kStageBytes;
+        // Lane l addresses row l % 8 of matrix l / 8: positions +8 for matrices 1 and 3, the next
+        // slab for matrices 2 and 3.
+        const int row = min(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, n - 1);
+        const unsigned char* lane_row = k_tile + ((lane >> 4) * kTile + row) * 16;
+        float s[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int v = 0; v < kValues; ++v) dot[v] = 0.f;
-      // Positions past the tile's end read the last one instead (no branch around the loads, so they
-      // are all in flight at once); their totals are not stored.
-#pragma unroll
-      for (int j = 0; j < RG::kSlabsPerLane; ++j) {
-        const int slab = part * RG::kSlabsPerLane + j;
-        if (slab < num_slabs) {
-          Slab keys[RG::kPpt];
-#pragma unroll
-          for (int k = 0; k < RG::kPpt; ++k) {
-            keys[k] = runs[slab * RG::kRunStride + min(group + k * RG::kPositionGroups, n - 1)];
+        for (int ks = 0; ks < kMaxKSteps; ++ks) {
+          if (ks < num_k_steps) {
+            uint32_t a[4];
+            ldmatrix_x4(a, lane_row + ks * 2 * kTile * 16);
+            mma_16816<T>(s, a, q_frag[ks]);
           }
+        }
+        // s[0..1]: position 16w + g, heads 2 quad, 2 quad + 1; s[2..3]: position + 8.
 #pragma unroll
-          for (int k = 0; k < RG::kPpt; ++k) {
-#pragma unroll
-            for (int e = 0; e < X; ++e) {
-              const float kf = to_float(keys[k].v[e]);
-#pragma unroll
-              for (int h = 0; h < G_MAX; ++h) dot[k * G_MAX + h] += qr[j][e][h] * kf;
-            }
+        for (int e = 0; e < 4; ++e) {
+          const int h = 2 * quad + (e & 1);
+          const int pos = warp * 16 + g + (e >> 1) * 8;
+          if (h < G_MAX && pos < n) {
+            const int local = first + pos;
+            sh.scores[local * G_MAX + h] =
+                s[e] * p.inv_sqrt_dh + sh.head_slope[h] * static_cast<float>(c.begin + local - split.t);
           }
         }
       }
       sm90::mbarrier_arrive(&empty[stage]);  // this thread is done with the buffer (see the init)
-      reduce_scatter<kValues, RG::kTpp>(dot, lane);
-      if (part % kRepeat == 0) {
-#pragma unroll
-        for (int o = 0; o < kOut; ++o) {
-          const int value = block * kOut + o;
-          const int h = value % G_MAX;
-          const int pos = group + (value / G_MAX) * RG::kPositionGroups;
-          if (pos < n) {
-            const int local = first + pos;
-            sh.scores[local * G_MAX + h] =
-                dot[o] * p.inv_sqrt_dh + sh.head_slope[h] * static_cast<float>(c.begin + local - split.t);
-          }
-        }
-      }
     }
     if (c.has_new && warp < G_MAX) score_new_token(p, num_cached, sh);
     ComputeSync{}();  // every score is stored
