@@ -81,7 +81,6 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   using Slab = Vec<T, X>;
 
   __shared__ ChunkShared<DH_MAX, G_MAX> sh;
-  __shared__ float split_total[G_MAX][DH_MAX];  // unnormalised P·V over the split's chunks so far
   __shared__ uint64_t full[kStages], empty[kStages];
   extern __shared__ __align__(128) unsigned char ring[];
 
@@ -164,6 +163,16 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   const int row_lane = tid % RL::kRowThreads;
   const int row_group = tid / RL::kRowThreads;
 
+  // P.V accumulators for the whole split, rescaled at each chunk to its running maximum (the score
+  // phase's few registers leave room for them).
+  float acc[G_MAX][RL::kSlabsPerThread][X];
+#pragma unroll
+  for (int h = 0; h < G_MAX; ++h)
+#pragma unroll
+    for (int s = 0; s < RL::kSlabsPerThread; ++s)
+#pragma unroll
+      for (int e = 0; e < X; ++e) acc[h][s][e] = 0.f;
+
   int ring_first = 0;  // ring index of the chunk's first K tile
   for (int chunk_index = 0; chunk_index < num_chunks; ++chunk_index) {
     const Chunk c = split.chunk(chunk_index, kChunkCapacity, L);
@@ -229,16 +238,9 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
 #pragma unroll
     for (int h = 0; h < G_MAX; ++h) thread_max[h] = h == tid % G_MAX ? m : -INFINITY;
     chunk_softmax(num_scores, thread_max, sh, ComputeSync{});
+    rescale_accumulators(sh, acc);
 
-    // 4. P·V from the V tiles, in registers only for this chunk (they would not fit beside the score
-    // phase's), then summed into split_total, whose earlier chunks are rescaled by head_scale.
-    float acc[G_MAX][RL::kSlabsPerThread][X];
-#pragma unroll
-    for (int h = 0; h < G_MAX; ++h)
-#pragma unroll
-      for (int s = 0; s < RL::kSlabsPerThread; ++s)
-#pragma unroll
-        for (int e = 0; e < X; ++e) acc[h][s][e] = 0.f;
+    // 4. P·V from the V tiles.
     for (int tile = 0; tile < num_tiles; ++tile) {
       const int i = ring_first + num_tiles + tile;
       const int stage = i % kStages;
@@ -276,17 +278,12 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
       sm90::mbarrier_arrive(&empty[stage]);
     }
     add_new_value<T>(p, c, sh, acc);
-    const bool first_chunk = chunk_index == 0;  // (split_total is not initialised)
-    reduce_accumulators<T>(Dh, split.heads_here, sh, acc, ComputeSync{}, [&](int h, int d, float total) {
-      split_total[h][d] = first_chunk ? total : split_total[h][d] * sh.head_scale[h] + total;
-    });
     ring_first += 2 * num_tiles;
   }
 
-  // 5. Output or partial (each thread stores the split_total elements it summed).
-  for (int h = 0; h < split.heads_here; ++h) {
-    for (int d = tid; d < Dh; d += kThreads) store_split_result(p, split, sh, h, d, split_total[h][d]);
-  }
+  // 5. Output or partial.
+  reduce_accumulators<T>(Dh, split.heads_here, sh, acc, ComputeSync{},
+                         [&](int h, int d, float total) { store_split_result(p, split, sh, h, d, total); });
   store_split_stats(p, split, sh);
 #endif
 }
