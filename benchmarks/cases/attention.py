@@ -21,6 +21,7 @@ SHAPES = [  # (B, L, Hq, Hkv), Dh = 128
     (32, 2048, 32, 8),
     (8, 32768, 32, 8),
     (1, 131072, 32, 8),
+    (8, 32768, 64, 8),  # beyond the shapes: 8 query heads per KV head (Llama-2/3-70B)
 ]
 DH = 128
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "attention/attention.h"
 #include "attention/single_query_attention.cuh"
@@ -42,21 +43,22 @@ void check_token_tensor(const ArgChecker& c, const at::Tensor& t, const char* na
 }
 
 // Which kernel runs on this device: the bulk-copy ring kernel (single_query_attention_sm90.cuh)
-// on compute capability 9.0 when this build has sm_90a code, for fp16/bf16 (its scores are
-// mma.sync) and up to 4 query heads per KV head (8 heads' P.V accumulators do not fit its registers);
-// else (fp32, 8 heads, other GPUs, builds without sm_90a) the register-load kernel.
+// on compute capability 9.0 when this build has sm_90a code, for fp16/bf16 (its products are
+// mma.sync, the CTA's up to 8 query heads being the mma's 8 columns) and caches of at most 2^31 - 1
+// V rows (B * Hkv * L, its tensor-map coordinates); else (fp32, other GPUs, builds without sm_90a)
+// the register-load kernel.
 struct KernelChoice {
   bool ring_allowed;     // device 9.0 and an sm_90a build
   bool overlap_combine;  // launch the combine kernel with programmatic stream serialisation (sm_90+), so
                          // its CTAs are scheduled during the split kernel's last wave, not after a launch gap
 };
 
-// The ring kernel (fp16/bf16, up to 4 query heads per KV head) processes a split of any length in
-// chunks; the register kernel's split is one chunk, at most kScoreCapacity / G_MAX positions.
+// The ring kernel (fp16/bf16) processes a split of any length in chunks; the register kernel's
+// split is one chunk, at most kScoreCapacity / G_MAX positions.
 template <typename T, int G_MAX>
 constexpr bool ring_kernel_exists() {
 #ifdef AWQ_KERNELS_SM90A
-  return sizeof(T) == 2 && G_MAX <= 4;
+  return sizeof(T) == 2;
 #else
   return false;
 #endif
@@ -67,10 +69,18 @@ void launch_split_kernel(const attention::Params& p, const dim3& grid, bool ring
 #ifdef AWQ_KERNELS_SM90A
   if constexpr (ring_kernel_exists<T, G_MAX>()) {
     if (ring_allowed) {
-      constexpr int smem = attention::RingLayout<T, DH_MAX>::kRingBytes;
+      using RG = attention::RingLayout<T, DH_MAX>;
+      // The V cache as rows of Dh elements (B * Hkv * L of them), read in boxes of kTile rows x 64
+      // elements with the 128-byte swizzle the kernel's ldmatrix addressing expects.
+      CUtensorMap v_map;
+      sm90::encode_tensor_map_2d(&v_map, std::is_same_v<T, half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                                 p.v_cache, static_cast<uint64_t>(grid.z) * p.num_kv_heads * p.cache_len, p.head_dim,
+                                 static_cast<uint64_t>(p.head_dim) * sizeof(T), RG::kTile, RG::kVBoxCols,
+                                 CU_TENSOR_MAP_SWIZZLE_128B);
+      constexpr int smem = RG::kRingBytes;
       const auto kernel = attention::single_query_attention_ring_kernel<T, DH_MAX, G_MAX>;
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      kernel<<<grid, attention::kRingThreads, smem, stream>>>(p);
+      kernel<<<grid, attention::kRingThreads, smem, stream>>>(p, v_map);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
@@ -221,7 +231,9 @@ at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, cons
   const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
   const int num_sms = props->multiProcessorCount;
 #ifdef AWQ_KERNELS_SM90A
-  const bool ring_allowed = props->major == 9 && props->minor == 0;
+  // (The ring kernel addresses V rows of the whole cache with 32-bit tensor-map coordinates.)
+  const bool ring_allowed = props->major == 9 && props->minor == 0 &&
+                            batch * num_kv_heads * cache_len <= std::numeric_limits<int32_t>::max();
 #else
   const bool ring_allowed = false;
 #endif

@@ -8,8 +8,8 @@ Covers each dtype x head-size bucket (64/128/256) x query heads per KV head (1, 
 three kernel groupings, the last with several head groups), in the one-split (direct) and the
 split (combine kernel) paths, with rotary, ALiBi, a wrapped circular cache and length_per_sample
 (including sequences whose window leaves splits empty, and a negative length). On compute capability
-9.0 (sm_90a builds) fp16 and bf16 with groups of 1 and 4 run the bulk-copy ring kernel, the others the
-register kernel; the ring's tiles wrap around the circular cache, one split holds only the new token, and one run gives
+9.0 (sm_90a builds) fp16 and bf16 run the bulk-copy ring kernel, fp32 the register kernel; the
+ring's tiles wrap around the circular cache, one split holds only the new token, and one run gives
 the ring kernel splits of two chunks.
 """
 

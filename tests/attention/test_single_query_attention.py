@@ -128,10 +128,11 @@ def test_whole_window_per_cta(dtype: torch.dtype, group: int) -> None:
 @pytest.mark.parametrize("length,timestep", [(5000, 4999), (4500, 2 * 4500 + 1234)])
 def test_long_split_in_chunks(dtype: torch.dtype, group: int, length: int, timestep: int) -> None:
     """As many (sequence, KV head) rows as resident CTA slots, so the host gives each row one split: on
-    compute capability 9.0 the ring kernel (fp16/bf16, up to 4 heads per KV head) takes the whole
-    window (4500-5000 positions) in chunks of 2048 (8192 / 4 heads) with an online softmax (rising
-    ALiBi scores move the running maximum at each chunk; a circular window wraps inside a chunk); the
-    register kernel (fp32, 8 heads, other GPUs), whose split is one chunk, splits the window instead."""
+    compute capability 9.0 the ring kernel (fp16/bf16) takes the whole window (4500-5000 positions) in
+    chunks of 8192 / G_MAX positions (2048 for 3-4 heads, 1024 for 8) with an online softmax (rising
+    ALiBi scores move the running maximum at each chunk; a circular window wraps inside a chunk, which
+    cuts a V tile in two); the register kernel (fp32, other GPUs), whose split is one chunk, splits
+    the window instead."""
     kv_heads = 8
     batch = -(-2 * torch.cuda.get_device_properties(0).multi_processor_count // kv_heads)
     q, k, v, kc, vc = make_inputs(batch, group * kv_heads, kv_heads, 64, length, dtype)
@@ -142,12 +143,12 @@ def test_long_split_in_chunks(dtype: torch.dtype, group: int, length: int, times
 @pytest.mark.parametrize("dh", [48, 64, 128, 256])
 @pytest.mark.parametrize("group", [1, 3, 4, 8])
 def test_ring_tiles_wrap_and_short_splits(dtype: torch.dtype, dh: int, group: int) -> None:
-    """The bulk-copy ring kernel (compute capability 9.0, fp16/bf16, up to 4 heads per KV head; the
-    register kernel elsewhere): tiles of 32-128 positions by head size (Dh 48 leaves part of each
-    tile's slab runs unused; short tiles leave mma row blocks unused), one sequence per window length. With L = 1024 and 30 one-head rows, the
-    host picks 256-position splits (4 per window), so the lengths cover every tile remainder in steps of
-    32, splits that hold only the new token (t a multiple of 256), and circular windows whose wrap falls
-    inside a tile (t >= L)."""
+    """The bulk-copy ring kernel (compute capability 9.0, fp16/bf16; the register kernel elsewhere):
+    tiles of 32-128 positions by head size (Dh 48 leaves part of each K tile's slab runs and of each V
+    box unused; short tiles leave mma row blocks unused), one sequence per window length. With
+    L = 1024 and 30 one-head rows, the host picks 256-position splits (4 per window), so the lengths
+    cover every tile remainder in steps of 32, splits that hold only the new token (t a multiple of
+    256), and circular windows whose wrap falls inside a tile (t >= L; the V tile is cut there)."""
     lengths = list(range(256, 1024, 32)) + [257, 1023, 1024, 1100, 2048 + 37, 5 * 1024 + 255]
     q, k, v, kc, vc = make_inputs(len(lengths), group, 1, dh, 1024, dtype)
     slopes = torch.rand(group, device="cuda") * 0.01
