@@ -201,10 +201,14 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   // Accumulators O^T[dim][head] of dim block warp + kWarps * b: o[b][0..1] = dim 16 * block + g,
   // heads 2 quad, 2 quad + 1; o[b][2..3] = dim + 8, same heads.
   float o[RG::kDimBlocksPerWarp][4];
+  // Calls visit(accumulator, head, dim) for each of this thread's accumulators.
+  auto for_each_accumulator = [&](auto&& visit) {
 #pragma unroll
-  for (int b = 0; b < RG::kDimBlocksPerWarp; ++b)
+    for (int b = 0; b < RG::kDimBlocksPerWarp; ++b)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) o[b][e] = 0.f;
+      for (int e = 0; e < 4; ++e) visit(o[b][e], 2 * quad + (e & 1), (warp + b * kWarps) * 16 + g + (e >> 1) * 8);
+  };
+  for_each_accumulator([](float& acc, int, int) { acc = 0.f; });
 
   int ring_first = 0;  // ring index of the chunk's first K tile
   for (int chunk_index = 0; chunk_index < num_chunks; ++chunk_index) {
@@ -261,13 +265,7 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
 #pragma unroll
     for (int h = 0; h < G_MAX; ++h) thread_max[h] = h == tid % G_MAX ? m : -INFINITY;
     chunk_softmax(num_scores, thread_max, sh, ComputeSync{});
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int h = 2 * quad + (e & 1);
-      const float scale = h < G_MAX ? sh.head_scale[h] : 0.f;
-#pragma unroll
-      for (int b = 0; b < RG::kDimBlocksPerWarp; ++b) o[b][e] *= scale;
-    }
+    for_each_accumulator([&](float& acc, int h, int) { acc *= h < G_MAX ? sh.head_scale[h] : 0.f; });
 
     // 4. P.V: per 16 positions, the probabilities as B fragments (P[pos][head], zero past the tile's
     // end), V^T of each of the warp's dim blocks as A.
@@ -308,30 +306,18 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
       sm90::mbarrier_arrive(&empty[stage]);
     }
     if (c.has_new) {  // the new token's value, weighted by its probabilities
-#pragma unroll
-      for (int b = 0; b < RG::kDimBlocksPerWarp; ++b) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = 2 * quad + (e & 1);
-          const int dim = (warp + b * kWarps) * 16 + g + (e >> 1) * 8;
-          if (h < G_MAX && dim < Dh) o[b][e] += sh.scores[num_cached * G_MAX + h] * sh.new_v[dim];
-        }
-      }
+      for_each_accumulator([&](float& acc, int h, int dim) {
+        if (h < G_MAX && dim < Dh) acc += sh.scores[num_cached * G_MAX + h] * sh.new_v[dim];
+      });
     }
     ring_first += num_tiles + num_v_tiles;
   }
 
   // 5. Output or partial: each thread stores the elements it accumulated.
   ComputeSync{}();  // head_sum of the last chunk is visible
-#pragma unroll
-  for (int b = 0; b < RG::kDimBlocksPerWarp; ++b) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int h = 2 * quad + (e & 1);
-      const int dim = (warp + b * kWarps) * 16 + g + (e >> 1) * 8;
-      if (h < split.heads_here && dim < Dh) store_split_result(p, split, sh, h, dim, o[b][e]);
-    }
-  }
+  for_each_accumulator([&](float& acc, int h, int dim) {
+    if (h < split.heads_here && dim < Dh) store_split_result(p, split, sh, h, dim, acc);
+  });
   store_split_stats(p, split, sh);
 #endif
 }
