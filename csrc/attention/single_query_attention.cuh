@@ -307,19 +307,6 @@ struct RowLayout {
   static constexpr int kRowsPerPass = kThreads / kRowThreads;
 };
 
-// Multiplies the accumulators by head_scale (step 3), before a chunk's P·V is added to them.
-template <int G_MAX, int S, int X, int DH_MAX>
-__device__ void rescale_accumulators(const ChunkShared<DH_MAX, G_MAX>& sh, float (&acc)[G_MAX][S][X]) {
-#pragma unroll
-  for (int h = 0; h < G_MAX; ++h) {
-    const float scale = sh.head_scale[h];
-#pragma unroll
-    for (int s = 0; s < S; ++s)
-#pragma unroll
-      for (int e = 0; e < X; ++e) acc[h][s][e] *= scale;
-  }
-}
-
 // The new token's value row, weighted by its probabilities, into the accumulators of row group 0
 // (in the chunk that holds it).
 template <typename T, int DH_MAX, int G_MAX>
