@@ -48,14 +48,14 @@ void check_token_tensor(const ArgChecker& c, const at::Tensor& t, const char* na
 // V rows (B * Hkv * L, its tensor-map coordinates); else (fp32, other GPUs, builds without sm_90a)
 // the register-load kernel.
 struct KernelChoice {
-  bool ring_allowed;     // device 9.0 and an sm_90a build
+  bool ring_allowed;     // device 9.0, an sm_90a build and at most 2^31 - 1 V rows
   bool overlap_combine;  // launch the combine kernel with programmatic stream serialisation (sm_90+), so
                          // its CTAs are scheduled during the split kernel's last wave, not after a launch gap
 };
 
 // The ring kernel (fp16/bf16) processes a split of any length in chunks; the register kernel's
 // split is one chunk, at most kScoreCapacity / G_MAX positions.
-template <typename T, int G_MAX>
+template <typename T>
 constexpr bool ring_kernel_exists() {
 #ifdef AWQ_KERNELS_SM90A
   return sizeof(T) == 2;
@@ -67,7 +67,7 @@ constexpr bool ring_kernel_exists() {
 template <typename T, int DH_MAX, int G_MAX>
 void launch_split_kernel(const attention::Params& p, const dim3& grid, bool ring_allowed, cudaStream_t stream) {
 #ifdef AWQ_KERNELS_SM90A
-  if constexpr (ring_kernel_exists<T, G_MAX>()) {
+  if constexpr (ring_kernel_exists<T>()) {
     if (ring_allowed) {
       using RG = attention::RingLayout<T, DH_MAX>;
       // The V cache as rows of Dh elements (B * Hkv * L of them), read in boxes of kTile rows x 64
@@ -104,7 +104,7 @@ void launch(attention::Params& p, int batch, int num_sms, KernelChoice choice, i
   const int64_t rows = static_cast<int64_t>(batch) * p.num_kv_heads * p.head_groups;
   const int64_t slots = static_cast<int64_t>(kResidentPerSm) * num_sms;
   const int64_t max_split =
-      ring_kernel_exists<T, G_MAX>() && choice.ring_allowed ? window_max : attention::kScoreCapacity / G_MAX;
+      ring_kernel_exists<T>() && choice.ring_allowed ? window_max : attention::kScoreCapacity / G_MAX;
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
   int64_t split = 0, best_cost = std::numeric_limits<int64_t>::max();
   const int64_t min_splits = ceil_div(window_max, max_split);
