@@ -45,7 +45,10 @@ namespace awq {
 namespace attention {
 
 constexpr int kRingThreads = kThreads + 32;  // the compute warps and the producer warp
-constexpr int kStages = 4;
+// Three 16 KB stages per CTA (2 per SM): enough to keep the copy engine busy through the math's phase
+// changes; a fourth queued ~16 MB of requests over the grid and the DRAM streamed 0.5-1% slower at
+// long contexts, two starve it (csrc/attention/NOTES.md, session 5).
+constexpr int kStages = 3;
 constexpr int kTileBytes = 16384;            // K bytes of one tile at the template's largest Dh
 
 template <typename T, int DH_MAX>
