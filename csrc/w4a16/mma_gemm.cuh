@@ -43,6 +43,12 @@ struct MmaTypes<half> {
   static constexpr uint32_t kMagic = 0x64006400u;  // fp16 1024 in both halves
   static constexpr float kMagicValue = 1024.f;
   static constexpr uint32_t kOnes = 0x3C003C00u;  // fp16 1.0 in both halves
+  // A code in bits 4..7 of a half ORed into fp16 64 (0x5400, ulp 1/16) reads as 64 + q: the odd
+  // nibble pairs of a word need no shift (mma_gemv.cuh). bf16 has no such exponent (its 7-bit
+  // mantissa ends at bit 6), so there every pair is shifted down to bits 0..3.
+  static constexpr bool kInPlaceHighNibble = true;
+  static constexpr uint32_t kMagicHigh = 0x54005400u;
+  static constexpr float kMagicHighValue = 64.f;
 };
 template <>
 struct MmaTypes<__nv_bfloat16> {
@@ -50,6 +56,9 @@ struct MmaTypes<__nv_bfloat16> {
   static constexpr uint32_t kMagic = 0x43004300u;  // bf16 128 in both halves
   static constexpr float kMagicValue = 128.f;
   static constexpr uint32_t kOnes = 0x3F803F80u;  // bf16 1.0 in both halves
+  static constexpr bool kInPlaceHighNibble = false;
+  static constexpr uint32_t kMagicHigh = kMagic;
+  static constexpr float kMagicHighValue = kMagicValue;
 };
 
 // (bits & mask) | magic in one LOP3 (the constants in registers: LOP3 takes one immediate); any arch
@@ -65,6 +74,11 @@ __device__ __forceinline__ uint32_t mask_or(uint32_t bits, uint32_t mask, uint32
 __device__ __forceinline__ void cp_async16(void* smem, const void* global, bool valid) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
+}
+// The same, cached in L1 as well: for small data that other warps of the SM read too.
+__device__ __forceinline__ void cp_async16_l1(void* smem, const void* global, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>

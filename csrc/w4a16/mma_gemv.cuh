@@ -35,6 +35,16 @@ namespace w4a16 {
 constexpr int kMmaGemvWarps = 8;
 constexpr int kMmaGemvRows = 16;   // weight rows per CTA (the mma's M)
 constexpr int kMmaGemvStepK = 128;  // K per step: 4 lanes x 32 codes
+// A staged activation row of one step in shared memory (kStageX below): 128 values + 16 bytes of
+// padding (a warp's buffer stays 16-byte aligned).
+constexpr int kMmaGemvXRowStride = kMmaGemvStepK + 8;
+
+// Dynamic shared memory of w4a16_mma_gemv_kernel: with kStageX every warp stages the activation row
+// of one batch (kUnroll steps), else none.
+template <typename T>
+constexpr int mma_gemv_x_stage_bytes(int k_unroll, bool staged) {
+  return staged ? kMmaGemvWarps * k_unroll * kMmaGemvXRowStride * static_cast<int>(sizeof(T)) : 0;
+}
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // Global loads that the compiler keeps in program order with the mma (all asm volatile), so that a
@@ -47,6 +57,31 @@ __device__ __forceinline__ uint4 load_16_bytes(const void* ptr, bool pred) {
       "@p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
       : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
       : "l"(ptr), "r"(static_cast<int>(pred)));
+  return r;
+}
+// The weight chunks: read once, so they bypass L1 (L1::no_allocate) and leave it to the activations
+// that every warp of the SM reads at the same k (H100, lab S6-1: Format B 4-8% faster on the 70B
+// shapes, Format C up to 1%). kZeroFill as load_16_bytes; without it a false predicate leaves the
+// registers undefined, which is harmless (a step that is not the lane's has zero activations and zero
+// scale / zero words, and the magic-number decode is finite for any bits, so it adds exactly 0). The
+// choice only steers ptxas (sm_90a, fp16, G = 128): zero-filled, the batched kernel takes 112
+// registers (138 without: 1 CTA per SM); the staged one spills less without it (lab S6-7).
+template <bool kZeroFill>
+__device__ __forceinline__ uint4 load_weight_16_bytes(const void* ptr, bool pred) {
+  uint4 r;
+  if constexpr (kZeroFill) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\nmov.b32 %0, 0;\nmov.b32 %1, 0;\nmov.b32 %2, 0;\nmov.b32 %3, 0;\n"
+        "@p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(ptr), "r"(static_cast<int>(pred)));
+  } else {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n"
+        "@p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(ptr), "r"(static_cast<int>(pred)));
+  }
   return r;
 }
 __device__ __forceinline__ uint32_t load_4_bytes(const void* ptr, bool pred) {
@@ -100,24 +135,32 @@ __device__ __forceinline__ float bits_to_float(uint16_t bits) {
 }
 // kScaleInA (G < 128): the four lanes of an mma's k slots hold different groups, so the scale is
 // applied to each weight in T before the mma (w = (q - sub) * s + add, as mma_gemm.cuh). Otherwise
-// (G = 128: one group per 128-wide step) the mma multiplies the biased codes b = q + magic and the
+// (G = 128: one group per 128-wide step) the mma multiplies the biased codes b = q + bias and the
 // group's affine map is applied once per step to the fp32 sums:
-//   sum_k x * (s q + o) = s * sum_k x b + (o - magic s) * sum_k x,
-// where sum_k x comes from a second mma with an all-ones A.
+//   sum_k x * (s q + o) = s * sum_k x b + sum_parity (o - bias_parity s) * sum_{k of that parity} x,
+// where the sums of x come from a second mma with an all-ones A.
+// Decode of pair p (nibbles p, p + 4 of a word): in fp16 the even pairs are read in bits 0..3 / 16..19
+// against the magic 1024 (bias 1024) and the odd pairs in place, in bits 4..7 / 20..23, against the
+// magic 64 (bias 64), so a word costs one shift (by 8, for p >= 2) and four LOP3; the two biases keep
+// separate activation sums. bf16 shifts every pair down by 4p (one bias).
 //
 // One 128-wide step of a warp: the lane's chunks of rows g and g + 8 (`codes`), its 32 activations
 // of each m tile (`xh`, register i = k 2i, 2i + 1 of the lane's k32) and the rows' raw affine of
 // the lane's group `group`, accumulated into `acc` (the mma C fragments, rows n x columns m).
-template <typename T, Layout L, int kMTiles, bool kScaleInA>
+template <typename T, Layout L, int kMTiles, bool kScaleInA, bool kInPlaceHighNibble>
 __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uint32_t (&xh)[kMTiles][16],
                                               const RawAffine (&affine)[2], int group,
                                               float (&acc)[kMTiles][4]) {
   using T2 = typename MmaTypes<T>::T2;
-  const uint32_t mask = 0x000F000Fu, magic = MmaTypes<T>::kMagic;
+  constexpr bool kInPlace = MmaTypes<T>::kInPlaceHighNibble && kInPlaceHighNibble;
+  constexpr int kParities = kInPlace ? 2 : 1;  // biases (and activation sums) per step
+  const uint32_t magic[2] = {MmaTypes<T>::kMagic, MmaTypes<T>::kMagicHigh};
+  const uint32_t mask[2] = {0x000F000Fu, kInPlace ? 0x00F000F0u : 0x000F000Fu};
+  constexpr float kBias[2] = {MmaTypes<T>::kMagicValue, MmaTypes<T>::kMagicHighValue};
   const uint32_t ones[4] = {MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes, MmaTypes<T>::kOnes};
-  // Dequantization constants of rows g and g + 8 for this step.
-  T2 sub2[2], scale2[2], add2[2];
-  float scale[2], offset[2];
+  // Dequantization constants of rows g and g + 8 for this step, per bias where they depend on it.
+  T2 sub2[2][kParities], scale2[2], add2[2];
+  float scale[2], offset[2][kParities];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const RawAffine& a = affine[h];
@@ -128,30 +171,42 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
         const uint32_t s2 = s_bits | (s_bits << 16), z2 = z_bits | (z_bits << 16);
         scale2[h] = *reinterpret_cast<const T2*>(&s2);
         add2[h] = *reinterpret_cast<const T2*>(&z2);
-        sub2[h] = *reinterpret_cast<const T2*>(&magic);
+#pragma unroll
+        for (int par = 0; par < kParities; ++par) sub2[h][par] = *reinterpret_cast<const T2*>(&magic[par]);
       } else {
         scale[h] = bits_to_float<T>(s_bits);
-        offset[h] = bits_to_float<T>(static_cast<uint16_t>(z_bits)) - MmaTypes<T>::kMagicValue * scale[h];
+        const float o = bits_to_float<T>(static_cast<uint16_t>(z_bits));
+#pragma unroll
+        for (int par = 0; par < kParities; ++par) offset[h][par] = o - kBias[par] * scale[h];
       }
     } else {
       const uint32_t z = (a.zero >> (4 * (group & 7))) & 15u;
       if constexpr (kScaleInA) {
-        const uint32_t s2 = s_bits | (s_bits << 16), sub = magic + (z | (z << 16));  // exact magic + z
+        const uint32_t s2 = s_bits | (s_bits << 16);
         scale2[h] = *reinterpret_cast<const T2*>(&s2);
-        sub2[h] = *reinterpret_cast<const T2*>(&sub);
         add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
+#pragma unroll
+        for (int par = 0; par < kParities; ++par) {
+          const uint32_t sub = magic[par] + (z | (z << 16));  // exact: bias + z
+          sub2[h][par] = *reinterpret_cast<const T2*>(&sub);
+        }
       } else {
         scale[h] = bits_to_float<T>(static_cast<uint16_t>(s_bits));
-        offset[h] = -scale[h] * (static_cast<float>(z) + MmaTypes<T>::kMagicValue);
+#pragma unroll
+        for (int par = 0; par < kParities; ++par) offset[h][par] = -scale[h] * (static_cast<float>(z) + kBias[par]);
       }
     }
   }
 
-  float sums[kMTiles][4], x_sums[kMTiles][4];
+  float sums[kMTiles][4], x_sums[kMTiles][kParities][4];
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) sums[mt][e] = x_sums[mt][e] = 0.f;
+    for (int e = 0; e < 4; ++e) {
+      sums[mt][e] = 0.f;
+#pragma unroll
+      for (int par = 0; par < kParities; ++par) x_sums[mt][par][e] = 0.f;
+    }
   // mma (p, j): slots 2t, 2t+1 <- nibble pair p of word 2j, slots 2t+8, 2t+9 <- pair p of word 2j+1
   // (in v2 the two activation pairs are then adjacent registers).
 #pragma unroll
@@ -165,13 +220,15 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
     }
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
+      const int par = kInPlace ? p & 1 : 0;
+      const int shift = kInPlace ? 8 * (p >> 1) : 4 * p;
       uint32_t a[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int h = i & 1, word = i >> 1;
-        const uint32_t biased = mask_or(bits[h][word] >> (4 * p), mask, magic);
+        const uint32_t biased = mask_or(bits[h][word] >> shift, mask[par], magic[par]);
         if constexpr (kScaleInA) {
-          a[i] = dequant_pair<T>(biased, sub2[h], scale2[h], add2[h]);
+          a[i] = dequant_pair<T>(biased, sub2[h][par], scale2[h], add2[h]);
         } else {
           a[i] = biased;
         }
@@ -183,7 +240,7 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
           mma_16816<T>(acc[mt], a, b);
         } else {
           mma_16816<T>(sums[mt], a, b);
-          mma_16816<T>(x_sums[mt], ones, b);
+          mma_16816<T>(x_sums[mt][par], ones, b);
         }
       }
     }
@@ -193,8 +250,12 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        acc[mt][e] = fmaf(scale[e >> 1], sums[mt][e], fmaf(offset[e >> 1], x_sums[mt][e], acc[mt][e]));
+      for (int e = 0; e < 4; ++e) {
+        float r = acc[mt][e];
+#pragma unroll
+        for (int par = 0; par < kParities; ++par) r = fmaf(offset[e >> 1][par], x_sums[mt][par][e], r);
+        acc[mt][e] = fmaf(scale[e >> 1], sums[mt][e], r);
+      }
   }
 }
 
@@ -232,11 +293,16 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
 }
 #endif
 
-// Register budget: pipelined or two m tiles: <= 128 (2 CTAs per SM; unbounded they take 136-170).
-// Otherwise no minimum (0 emits no .minnctapersm): ptxas then gives the batched M <= 8 kernel 78-112
-// registers, where an explicit minimum of 1 CTA makes it take 166.
-template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false>
-__global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2 ? 2 : 0)
+// kStageX (one activation row, batched): the activations go through shared memory (below) instead of
+// per-step global loads. The in-place fp16 decode of mma_gemv_step where it measured faster on the
+// H100 (labs S6-2, S6-6: the staged and the pipelined kernel, 1-7%); the batched kernel with
+// per-step activation loads spilled with it and was 5% slower at M = 4 (S6-2).
+// Register budget: pipelined, two m tiles or staged: <= 128 (2 CTAs per SM; unbounded they take
+// 136-170, the staged one up to 144). Otherwise no minimum (0 emits no .minnctapersm): ptxas then
+// gives the batched M <= 8 kernel 78-112 registers, where an explicit minimum of 1 CTA makes it take 166.
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false,
+          bool kStageX = false>
+__global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2 || kStageX ? 2 : 0)
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -270,6 +336,18 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
   }
   const int groups_per_step = kMmaGemvStepK >> w.group_shift;
   const int lane_group = (32 * t) >> w.group_shift;
+
+  constexpr bool kInPlace = kStageX || kPipelined;
+  // Activations, direct: lane (g, t) loads the 32 values of rows m0 + 8 mt + g at the step's k32 from
+  // global memory before each step's mma. Staged (kStageX, the host's choice for M = 1): each batch's
+  // row for its kUnroll steps is copied into this warp's shared-memory buffer by 16-byte cp.async
+  // through L1 (zero-filled past K and past the warp's steps) with the batch's weights, then read with
+  // LDS: the direct path's 4 narrow loads per step each cost an L1 miss request like the weights' and
+  // held M = 1 at ~68% of copy on the 70B shapes (lab S6-3: weights alone 92-95%, weights + those loads
+  // 68-70%); staged, M = 1 was 9-14% faster on four of the five bench shapes (lab S6-7; 4096 x 4096
+  // 2.5% slower), M = 4 and 8 slower in an earlier version (S6-5), so they stay direct.
+  extern __shared__ __align__(16) uint8_t gemv_smem[];
+  T* const x_stage = reinterpret_cast<T*>(gemv_smem) + warp * kUnroll * kMmaGemvXRowStride;
   bool m_valid[kMTiles];
   const T* x_lane[kMTiles];
 #pragma unroll
@@ -299,14 +377,32 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
       const int group = step * groups_per_step + lane_group;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        b.codes[u][h] = load_16_bytes(chunk[h] + u * chunk_step, b.valid[u]);
+        b.codes[u][h] = load_weight_16_bytes<!kStageX>(chunk[h] + u * chunk_step, b.valid[u]);
         b.affine[u][h] = load_affine<T, L>(w, rows[h], group, b.valid[u]);
       }
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;  // batches are loaded in order
+    if constexpr (kStageX) {
+      static_assert(kMTiles == 1 && !kPipelined, "the stage holds one activation row of one batch");
+      __syncwarp();  // every lane has read the previous batch
+      constexpr int kPieces = kUnroll * kMmaGemvStepK / 8;  // 16-byte pieces of the batch's row
+#pragma unroll
+      for (int i = lane; i < kPieces; i += 32) {
+        const int u = i / (kMmaGemvStepK / 8), v = i % (kMmaGemvStepK / 8);
+        const int step = step0 + u, k = step * kMmaGemvStepK + 8 * v;
+        const bool valid = step < step_end && k < w.k;
+        cp_async16_l1(x_stage + u * kMmaGemvXRowStride + 8 * v, valid ? x + static_cast<int64_t>(m0) * w.k + k : x,
+                      valid);
+      }
+      cp_async_commit();
+    }
   };
   auto compute_batch = [&](const Batch& b, int step0) {
+    if constexpr (kStageX) {
+      cp_async_wait<0>();
+      __syncwarp();  // the whole warp's copies of the batch's row have landed
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int step = step0 + u;
@@ -315,13 +411,17 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
-          const uint4 xv = load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, b.valid[u] && m_valid[mt]);
+          // Staged: every lane reads the one row (columns past M are computed and never stored).
+          const uint4 xv =
+              kStageX ? *reinterpret_cast<const uint4*>(x_stage + u * kMmaGemvXRowStride + 32 * t + 8 * v)
+                      : load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, b.valid[u] && m_valid[mt]);
           xh[mt][4 * v + 0] = xv.x;
           xh[mt][4 * v + 1] = xv.y;
           xh[mt][4 * v + 2] = xv.z;
           xh[mt][4 * v + 3] = xv.w;
         }
-      mma_gemv_step<T, L, kMTiles, kScaleInA>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group, acc);
+      mma_gemv_step<T, L, kMTiles, kScaleInA, kInPlace>(b.codes[u], xh, b.affine[u],
+                                                        step * groups_per_step + lane_group, acc);
     }
   };
   if constexpr (kPipelined) {

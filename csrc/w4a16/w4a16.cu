@@ -234,11 +234,19 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
     const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
     // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
-    auto kernel = p.group_size < w4a16::kMmaGemvStepK
-                      ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined>
-                      : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined>;
-    kernel<<<grid, w4a16::kMmaGemvWarps * 32, 0, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
-                                                           static_cast<int>(m_count), static_cast<int>(splits));
+    // One activation row with the batched kernel: activations staged in shared memory (mma_gemv.cuh).
+    const bool scale_in_a = p.group_size < w4a16::kMmaGemvStepK;
+    constexpr bool kCanStage = kMTiles == 1 && !kPipelined;
+    const bool stage_x = kCanStage && m_count == 1;
+    auto kernel =
+        scale_in_a
+            ? (stage_x ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined, kCanStage>
+                       : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined>)
+            : (stage_x ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined, kCanStage>
+                       : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined>);
+    const int smem = w4a16::mma_gemv_x_stage_bytes<T>(kUnroll, stage_x);
+    kernel<<<grid, w4a16::kMmaGemvWarps * 32, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
+                                                              static_cast<int>(m_count), static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
   }
