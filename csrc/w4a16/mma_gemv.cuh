@@ -187,7 +187,8 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
         add2[h] = T2{from_float<T>(0.f), from_float<T>(0.f)};
 #pragma unroll
         for (int par = 0; par < kParities; ++par) {
-          const uint32_t sub = magic[par] + (z | (z << 16));  // exact: bias + z
+          // bias + z, exact: z added to the magic's bits, times 16 for the high magic (ulp 1/16).
+          const uint32_t sub = magic[par] + ((z | (z << 16)) << (par == 0 ? 0 : 4));
           sub2[h][par] = *reinterpret_cast<const T2*>(&sub);
         }
       } else {
