@@ -209,19 +209,21 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
   }
 }
 
-template <typename T, Layout L, int kMTiles>
-void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
-                     cudaStream_t stream) {
-  // Loads in flight per lane: M <= 8, Format C: one batch of 4 steps (8 chunks); Format B: two
-  // batches of 2 steps, the next requested before the current one is multiplied (8-15% faster for
-  // Format B, no gain for Format C: lab run S3-7); M 9..16: one batch of 2 steps (pipelined it spills).
-  constexpr bool kPipelined = kMTiles == 1 && L == Layout::kV1;
-  constexpr int kUnroll = kMTiles == 1 && !kPipelined ? 4 : 2;
+// One tensor-core GEMV configuration (mma_gemv.cuh) over every M block (grid z) and, when the row
+// tiles do not cover the SMs, a K split.
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kPipelined, bool kStageX>
+void launch_mma_gemv_config(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                            cudaStream_t stream) {
   constexpr int kMBlock = 8 * kMTiles;
   const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
   // A K split only when the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
   const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kUnroll));
+  // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
+  auto kernel = p.group_size < w4a16::kMmaGemvStepK
+                    ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined, kStageX>
+                    : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined, kStageX>;
+  const int smem = w4a16::mma_gemv_x_stage_bytes<T>(kUnroll, kStageX);
   constexpr int64_t kMaxGridZ = 65535;
   for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kMBlock) {
     const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kMBlock);
@@ -233,22 +235,32 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     const T* x = static_cast<const T*>(p.x.data_ptr()) + m_first * p.k;
     T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
     const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
-    // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
-    // One activation row with the batched kernel: activations staged in shared memory (mma_gemv.cuh).
-    const bool scale_in_a = p.group_size < w4a16::kMmaGemvStepK;
-    constexpr bool kCanStage = kMTiles == 1 && !kPipelined;
-    const bool stage_x = kCanStage && m_count == 1;
-    auto kernel =
-        scale_in_a
-            ? (stage_x ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined, kCanStage>
-                       : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined>)
-            : (stage_x ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined, kCanStage>
-                       : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined>);
-    const int smem = w4a16::mma_gemv_x_stage_bytes<T>(kUnroll, stage_x);
     kernel<<<grid, w4a16::kMmaGemvWarps * 32, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
                                                               static_cast<int>(m_count), static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
+  }
+}
+
+template <typename T, Layout L, int kMTiles>
+void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                     cudaStream_t stream) {
+  // Loads in flight per lane: M = 1: one batch of 4 steps (8 chunks), the activation row staged in
+  // shared memory (both layouts; H100 labs S6-7 and S6-9: 9-14% faster for Format C on four of five
+  // bench shapes, Format B up to 12% faster than its pipelined kernel). M 2..8, Format C: the same
+  // batches with per-step activation loads; Format B: two batches of 2 steps, the next requested
+  // before the current one is multiplied (8-15% faster for Format B, no gain for Format C: lab run
+  // S3-7). M 9..16: one batch of 2 steps (pipelined it spills).
+  if constexpr (kMTiles == 1) {
+    if (p.m == 1) {
+      launch_mma_gemv_config<T, L, 1, 4, false, true>(p, w, out, sms, stream);
+    } else if constexpr (L == Layout::kV1) {
+      launch_mma_gemv_config<T, L, 1, 2, true, false>(p, w, out, sms, stream);
+    } else {
+      launch_mma_gemv_config<T, L, 1, 4, false, false>(p, w, out, sms, stream);
+    }
+  } else {
+    launch_mma_gemv_config<T, L, kMTiles, 2, false, false>(p, w, out, sms, stream);
   }
 }
 
