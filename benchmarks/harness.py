@@ -49,8 +49,10 @@ GPU_BUSY_CYCLES = 200_000
 
 # Warm-up of each case: at least this long, so that a memory-bound case timed right after large
 # GEMMs does not run at their power-limited clocks (device run S3-9: the same W4A16 GEMV as two
-# consecutive cases measured 0.0670 and 0.0620 ms, the first right after the M = 4096 GEMMs).
-WARMUP_SECONDS = 0.05
+# consecutive cases measured 0.0670 and 0.0620 ms, the first right after the M = 4096 GEMMs). 50 ms
+# was not always enough (device runs S6-15 / S6-16: Format B M = 1 on 8192 x 28672, the first case
+# after the M = 4096 GEMMs, 0.0673 ms at 50 ms and 0.0590 at 250 ms; timed alone 0.0578).
+WARMUP_SECONDS = 0.25
 
 
 def time_ms(fn: Callable[[], object], flush: Optional[L2Flusher], reps: int = 50, warmup: int = 5) -> float:
