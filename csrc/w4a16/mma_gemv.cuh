@@ -49,41 +49,34 @@ constexpr int mma_gemv_x_stage_bytes(int k_unroll, bool staged) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // Global loads that the compiler keeps in program order with the mma (all asm volatile), so that a
 // batch of loads is issued before the first use of any of them. A false predicate loads nothing and
-// gives 0.
+// gives 0 (kZeroFill; else the registers are left undefined).
+// kWeights: the weight chunks, read once, bypass L1 (L1::no_allocate) and leave it to the activations
+// that every warp of the SM reads at the same k (H100, lab S6-1: Format B 4-8% faster on the 70B
+// shapes, Format C up to 1%). Their zero fill only steers ptxas (sm_90a, fp16, G = 128): with it the
+// batched kernel takes 112 registers (138 without: 1 CTA per SM), the staged one spills less without
+// (lab S6-7). Without it a step that is not the lane's still adds exactly 0: its activations and
+// scale / zero words are zero and the magic-number decode is finite for any bits.
+#define AWQ_GEMV_LOAD_16(QUALIFIERS, ZERO_FILL)                                                       \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n" ZERO_FILL "@p ld.global.nc" QUALIFIERS \
+               ".v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"                                                 \
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)                                          \
+               : "l"(ptr), "r"(static_cast<int>(pred)))
+#define AWQ_GEMV_ZERO_FILL "mov.b32 %0, 0;\nmov.b32 %1, 0;\nmov.b32 %2, 0;\nmov.b32 %3, 0;\n"
+template <bool kWeights = false, bool kZeroFill = true>
 __device__ __forceinline__ uint4 load_16_bytes(const void* ptr, bool pred) {
   uint4 r;
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\nmov.b32 %0, 0;\nmov.b32 %1, 0;\nmov.b32 %2, 0;\nmov.b32 %3, 0;\n"
-      "@p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
-      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-      : "l"(ptr), "r"(static_cast<int>(pred)));
-  return r;
-}
-// The weight chunks: read once, so they bypass L1 (L1::no_allocate) and leave it to the activations
-// that every warp of the SM reads at the same k (H100, lab S6-1: Format B 4-8% faster on the 70B
-// shapes, Format C up to 1%). kZeroFill as load_16_bytes; without it a false predicate leaves the
-// registers undefined, which is harmless (a step that is not the lane's has zero activations and zero
-// scale / zero words, and the magic-number decode is finite for any bits, so it adds exactly 0). The
-// choice only steers ptxas (sm_90a, fp16, G = 128): zero-filled, the batched kernel takes 112
-// registers (138 without: 1 CTA per SM); the staged one spills less without it (lab S6-7).
-template <bool kZeroFill>
-__device__ __forceinline__ uint4 load_weight_16_bytes(const void* ptr, bool pred) {
-  uint4 r;
-  if constexpr (kZeroFill) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\nmov.b32 %0, 0;\nmov.b32 %1, 0;\nmov.b32 %2, 0;\nmov.b32 %3, 0;\n"
-        "@p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(ptr), "r"(static_cast<int>(pred)));
+  if constexpr (!kWeights) {
+    static_assert(kZeroFill, "activation loads are always zero-filled");
+    AWQ_GEMV_LOAD_16("", AWQ_GEMV_ZERO_FILL);
+  } else if constexpr (kZeroFill) {
+    AWQ_GEMV_LOAD_16(".L1::no_allocate", AWQ_GEMV_ZERO_FILL);
   } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %5, 0;\n"
-        "@p ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n}\n"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(ptr), "r"(static_cast<int>(pred)));
+    AWQ_GEMV_LOAD_16(".L1::no_allocate", "");
   }
   return r;
 }
+#undef AWQ_GEMV_ZERO_FILL
+#undef AWQ_GEMV_LOAD_16
 __device__ __forceinline__ uint32_t load_4_bytes(const void* ptr, bool pred) {
   uint32_t r;
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.global.nc.u32 %0, [%1];\n}\n"
@@ -379,7 +372,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
       const int group = step * groups_per_step + lane_group;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        b.codes[u][h] = load_weight_16_bytes<!kStageX>(chunk[h] + u * chunk_step, b.valid[u]);
+        b.codes[u][h] = load_16_bytes<true, !kStageX>(chunk[h] + u * chunk_step, b.valid[u]);
         b.affine[u][h] = load_affine<T, L>(w, rows[h], group, b.valid[u]);
       }
     }
