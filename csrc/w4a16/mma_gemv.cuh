@@ -1,7 +1,8 @@
 // W4A16 for few activation rows (M <= 16 per CTA) on tensor cores, sm_80+: the weights are the
 // mma's A operand ("swap AB"), so one m16n8k16 multiplies 16 weight rows by up to 8 activation rows
 // and the cost per weight does not grow with M up to 8 (16 with a second n8 tile). It streams the
-// weights once, straight from global memory into registers (no shared memory on the way).
+// weights once, straight from global memory into registers (no shared memory on the way); at M = 1
+// (kStageX) the activations go through a small per-warp shared-memory stage.
 //
 // Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
 // and a range of K (blockIdx.y, the K split); its kMmaGemvWarps warps cut that range into contiguous
@@ -21,7 +22,7 @@
 // batch is issued before its first use); kPipelined keeps two batches in registers and requests
 // batch i + 1 before multiplying batch i, so a warp has loads in flight while it computes
 // (H100, M = 1: 8-15% faster than one batch at a time for Format B on 4 of the 5 bench shapes, and
-// no faster for Format C: NOTES.md, session 3).
+// no faster for Format C: NOTES.md, session 3; Format B now takes it for M = 2..8 only).
 // Reduction: the kMmaGemvWarps accumulator tiles of a CTA through shared memory in warp order, then to
 // `out`, or with a K split to the fp32 partials [split, M, N] that reduce_splits_kernel sums in
 // order (deterministic; no atomics, no semaphores).
