@@ -340,8 +340,8 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
   // LDS: the direct path's 4 narrow loads per step each cost an L1 miss request like the weights' and
   // held M = 1 at ~68% of copy on the 70B shapes (lab S6-3: weights alone 92-95%, weights + those loads
   // 68-70%); staged, M = 1 was 9-14% faster on four of the five bench shapes (lab S6-7; 4096 x 4096
-  // 2.5% slower; Format B 0-12% faster than its pipelined kernel, S6-12), M = 4 and 8 slower in an
-  // earlier version (S6-5), so they stay direct.
+  // 2.5% slower; Format B 1% slower to 12% faster than its pipelined kernel, S6-12). Staging all
+  // rows made M = 4 and 8 slower (S6-5, S6-6), so they stay direct.
   extern __shared__ __align__(16) uint8_t gemv_smem[];
   T* const x_stage = reinterpret_cast<T*>(gemv_smem) + warp * kUnroll * kMmaGemvXRowStride;
   bool m_valid[kMTiles];

@@ -247,8 +247,8 @@ void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
                      cudaStream_t stream) {
   // Loads in flight per lane: M = 1: one batch of 4 steps (8 chunks), the activation row staged in
   // shared memory (both layouts; H100 labs S6-7 and S6-12: 9-14% faster for Format C on four of five
-  // bench shapes, Format B up to 12% faster than its pipelined kernel). M 2..8, Format C: the same
-  // batches with per-step activation loads; Format B: two batches of 2 steps, the next requested
+  // bench shapes, Format B 1% slower to 12% faster than its pipelined kernel). M 2..8, Format C: the
+  // same batches with per-step activation loads; Format B: two batches of 2 steps, the next requested
   // before the current one is multiplied (8-15% faster for Format B, no gain for Format C: lab run
   // S3-7). M 9..16: one batch of 2 steps (pipelined it spills).
   if constexpr (kMTiles == 1) {
