@@ -289,9 +289,10 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
 #endif
 
 // kStageX (one activation row, batched; the host's choice for M = 1 in both layouts): the activations
-// go through shared memory (below) instead of per-step global loads. The in-place fp16 decode of mma_gemv_step where it measured faster on the
-// H100 (labs S6-2, S6-6: the staged and the pipelined kernel, 1-7%); the batched kernel with
-// per-step activation loads spilled with it and was 5% slower at M = 4 (S6-2).
+// go through shared memory (below) instead of per-step global loads. The in-place fp16 decode of
+// mma_gemv_step is used where it measured faster on the H100 (labs S6-2, S6-6: the pipelined and the
+// staged kernel, 1-7%); the batched kernel with per-step activation loads spilled with it and was 5%
+// slower at M = 4 (S6-2).
 // Register budget: pipelined, two m tiles or staged: <= 128 (2 CTAs per SM; unbounded they take
 // 136-170, the staged one up to 144). Otherwise no minimum (0 emits no .minnctapersm): ptxas then
 // gives the batched M <= 8 kernel 78-112 registers, where an explicit minimum of 1 CTA makes it take 166.
@@ -334,14 +335,14 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
 
   constexpr bool kInPlace = kStageX || kPipelined;
   // Activations, direct: lane (g, t) loads the 32 values of rows m0 + 8 mt + g at the step's k32 from
-  // global memory before each step's mma. Staged (kStageX): each batch's
-  // row for its kUnroll steps is copied into this warp's shared-memory buffer by 16-byte cp.async
-  // through L1 (zero-filled past K and past the warp's steps) with the batch's weights, then read with
-  // LDS: the direct path's 4 narrow loads per step each cost an L1 miss request like the weights' and
-  // held M = 1 at ~68% of copy on the 70B shapes (lab S6-3: weights alone 92-95%, weights + those loads
-  // 68-70%); staged, M = 1 was 9-14% faster on four of the five bench shapes (lab S6-7; 4096 x 4096
-  // 2.5% slower; Format B 1% slower to 12% faster than its pipelined kernel, S6-12). Staging all
-  // rows made M = 4 and 8 slower (S6-5, S6-6), so they stay direct.
+  // global memory before each step's mma. Staged (kStageX): the batch's row for its kUnroll steps is
+  // copied into this warp's shared-memory buffer by 16-byte cp.async through L1 (zero-filled past K
+  // and past the warp's steps) together with the batch's weight loads, then read with LDS. The direct
+  // path's 4 narrow loads per step each cost an L1 miss request like a weight chunk's and held M = 1
+  // at ~68% of copy on the 70B shapes (lab S6-3: weights alone 92-95%, weights + those loads 68-70%);
+  // staged, M = 1 was 9-14% faster on four of the five bench shapes (lab S6-7; 4096 x 4096 2.5%
+  // slower; Format B 1% slower to 12% faster than its pipelined kernel, S6-12). Staging all rows made
+  // M = 4 and 8 slower (S6-5, S6-6), so they stay direct.
   extern __shared__ __align__(16) uint8_t gemv_smem[];
   T* const x_stage = reinterpret_cast<T*>(gemv_smem) + warp * kUnroll * kMmaGemvXRowStride;
   bool m_valid[kMTiles];
