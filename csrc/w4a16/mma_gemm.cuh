@@ -71,14 +71,16 @@ __device__ __forceinline__ uint32_t mask_or(uint32_t bits, uint32_t mask, uint32
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 
+// 16 bytes global -> shared, zero-filled when !valid; through L2 only (.cg), or kCacheL1 (.ca) for
+// small data that other warps of the SM read too.
+template <bool kCacheL1 = false>
 __device__ __forceinline__ void cp_async16(void* smem, const void* global, bool valid) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
-}
-// The same, cached in L1 as well: for small data that other warps of the SM read too.
-__device__ __forceinline__ void cp_async16_l1(void* smem, const void* global, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
+  if constexpr (kCacheL1) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
+  } else {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(valid ? 16 : 0));
+  }
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>

@@ -389,8 +389,8 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
         const int u = i / (kMmaGemvStepK / 8), v = i % (kMmaGemvStepK / 8);
         const int step = step0 + u, k = step * kMmaGemvStepK + 8 * v;
         const bool valid = step < step_end && k < w.k;
-        cp_async16_l1(x_stage + u * kMmaGemvXRowStride + 8 * v, valid ? x + static_cast<int64_t>(m0) * w.k + k : x,
-                      valid);
+        cp_async16<true>(x_stage + u * kMmaGemvXRowStride + 8 * v, valid ? x + static_cast<int64_t>(m0) * w.k + k : x,
+                         valid);
       }
       cp_async_commit();
     }
