@@ -338,11 +338,12 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
   // global memory before each step's mma. Staged (kStageX): the batch's row for its kUnroll steps is
   // copied into this warp's shared-memory buffer by 16-byte cp.async through L1 (zero-filled past K
   // and past the warp's steps) together with the batch's weight loads, then read with LDS. The direct
-  // path's 4 narrow loads per step each cost an L1 miss request like a weight chunk's and held M = 1
-  // at ~68% of copy on the 70B shapes (lab S6-3: weights alone 92-95%, weights + those loads 68-70%);
-  // staged, M = 1 was 9-14% faster on four of the five bench shapes (lab S6-7; 4096 x 4096 2.5%
-  // slower; Format B 1% slower to 12% faster than its pipelined kernel, S6-12). Staging all rows made
-  // M = 4 and 8 slower (S6-5, S6-6), so they stay direct.
+  // path's 4 narrow loads per step add round trips to each batch's critical path (Nsight, S6-19: no
+  // L1 or LSU throughput limit) and held M = 1 at ~68% of copy on the 70B shapes (lab S6-3: weights
+  // alone 92-95%, weights + those loads 68-70%); staged, M = 1 was 9-14% faster on four of the five
+  // bench shapes (lab S6-7; 4096 x 4096 2.5% slower; Format B 1% slower to 12% faster than its
+  // pipelined kernel, S6-12). Staging all rows made M = 4 and 8 slower (S6-5, S6-6), so they stay
+  // direct.
   extern __shared__ __align__(16) uint8_t gemv_smem[];
   T* const x_stage = reinterpret_cast<T*>(gemv_smem) + warp * kUnroll * kMmaGemvXRowStride;
   bool m_valid[kMTiles];
