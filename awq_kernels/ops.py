@@ -33,7 +33,8 @@ def w4a16_gemm(
             ``scales [N, Gp]``, int32 ``qzeros [N, Gp/8]`` (see ``awq_kernels.quantization``).
         group_size: 32, 64 or 128.
         kernel: ``"auto"`` picks the fastest kernel for the number of rows; ``"gemv"`` (tensor-core
-            GEMV for few rows, sm_80+), ``"mma"`` (tensor-core GEMM, sm_80+), ``"wgmma"`` (Hopper
+            GEMV for few rows, sm_80+: per-warp or shared-activation kernel by shape),
+            ``"gemv_shared_x"`` (its shared-activation kernel), ``"mma"`` (tensor-core GEMM, sm_80+), ``"wgmma"`` (Hopper
             GEMM: builds with sm_90a, compute capability 9.0 only), ``"wgmma_ws"`` (its
             warp-specialized TMA-fed variant, same requirements) or ``"portable"`` (CUDA cores, any
             arch) force one.

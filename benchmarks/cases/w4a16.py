@@ -53,7 +53,7 @@ def cases(quick: bool) -> list[Case]:
                 x = torch.randn(m, k, dtype=DTYPE, device="cuda")
                 kernels = ["auto"]
                 if layout == "v2" and m <= 16:
-                    kernels += ["gemv"]  # to place the auto threshold
+                    kernels += ["gemv_shared_x"]  # against auto's per-warp GEMV where that is its choice
                 if (layout == "v2" and m in MMA_MS) or m == 16:
                     kernels += ["mma"]  # v1 at M = 16: against auto's GEMV there
                 if m in wgmma_ms:

@@ -447,5 +447,178 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
 #endif  // __CUDA_ARCH__ >= 800 (the host launches this kernel only on such devices)
 }
 
+// Shared-activation GEMV (M = 2..16): the same step math as w4a16_mma_gemv_kernel, but the warps of
+// a CTA own different row tiles (warp w: rows n0 + 16 w ..) and walk the same K range, so that the
+// activations of a batch are copied once per CTA into shared memory (cp.async, triple-buffered)
+// instead of once per warp. Per-warp activation loads read 8 kMTiles * 256 bytes per 1 KiB of
+// weights per warp and step (4x the weight bytes at M = 16); here the CTA reads them once for its
+// kSharedXWarps row tiles.
+// Stage layout (one batch): [kUnroll][8 kMTiles rows m][16 slots of 16 bytes], rows of 256 bytes.
+// Lane (g, t) reads the four 16-byte pieces v of its k32 = 32 t of row m; piece v sits in slot
+// 4 t + (v ^ key), key = (t >> 1) | ((m & 1) << 1), so that the 8 lanes of each quarter warp
+// (g = 2q, 2q + 1; t = 0..3) hit 8 different bank groups (LDS.128 is served a quarter warp at a time).
+// Three buffers let one barrier per batch order both the copies (landed before any warp reads) and
+// the reuse (buffer b is refilled two batches after it was read, past another barrier).
+constexpr int kSharedXWarps = 8;
+constexpr int kSharedXRows = kSharedXWarps * kMmaGemvRows;  // weight rows per CTA
+constexpr int kSharedXBuffers = 3;
+
+template <typename T>
+constexpr int shared_x_stage_bytes(int m_tiles, int k_unroll) {
+  return kSharedXBuffers * k_unroll * 8 * m_tiles * kMmaGemvStepK * static_cast<int>(sizeof(T));
+}
+
+__device__ __forceinline__ int shared_x_slot(int m, int t, int v) { return 4 * t + (v ^ ((t >> 1) | ((m & 1) << 1))); }
+
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false>
+__global__ void __launch_bounds__(kSharedXWarps * 32, 2)
+    w4a16_mma_gemv_shared_x_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
+                                   float* __restrict__ partial, int m_total, int k_splits) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using Traits = LayoutTraits<L>;
+  constexpr int kMRows = 8 * kMTiles;
+  constexpr int kRowElems = kMmaGemvStepK;                   // one staged row of one step
+  constexpr int kBatchElems = kUnroll * kMRows * kRowElems;  // one buffer
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int n0 = blockIdx.x * kSharedXRows + warp * kMmaGemvRows;
+  const int m0 = blockIdx.z * kMRows;
+  const int split = blockIdx.y;
+
+  const int steps = (w.k + kMmaGemvStepK - 1) / kMmaGemvStepK;
+  const int step_begin = split_begin(steps, split, k_splits);
+  const int step_end = split_begin(steps, split + 1, k_splits);
+
+  int rows[2];
+  const uint8_t* chunk[2];
+  int64_t chunk_step = 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    rows[h] = min(n0 + g + 8 * h, w.n - 1);
+    const int64_t first = Traits::chunk_offset(rows[h], 32 * t, w.k);
+    chunk_step = Traits::chunk_offset(rows[h], 32 * t + kMmaGemvStepK, w.k) - first;
+    chunk[h] = w.qweight + first + step_begin * chunk_step;
+  }
+  const int groups_per_step = kMmaGemvStepK >> w.group_shift;
+  const int lane_group = (32 * t) >> w.group_shift;
+
+  extern __shared__ __align__(16) uint8_t gemv_smem[];
+  T* const stage = reinterpret_cast<T*>(gemv_smem);
+  // The activations of the kUnroll steps from step0 into buffer `buffer`, zero past M, K and the split.
+  auto copy_x = [&](int buffer, int step0) {
+    constexpr int kPieces = kUnroll * kMRows * (kRowElems / 8);
+#pragma unroll
+    for (int i = threadIdx.x; i < kPieces; i += kSharedXWarps * 32) {
+      const int piece = i % 16, m = (i / 16) % kMRows, u = i / (16 * kMRows);
+      const int step = step0 + u, k = step * kMmaGemvStepK + 8 * piece;
+      const bool valid = step < step_end && k < w.k && m0 + m < m_total;
+      const int slot = shared_x_slot(m, piece / 4, piece % 4);
+      cp_async16<true>(stage + buffer * kBatchElems + (u * kMRows + m) * kRowElems + 8 * slot,
+                       valid ? x + static_cast<int64_t>(m0 + m) * w.k + k : x, valid);
+    }
+    cp_async_commit();
+  };
+
+  float acc[kMTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
+
+  struct Batch {
+    uint4 codes[kUnroll][2];
+    RawAffine affine[kUnroll][2];
+  };
+  // The weight chunks and scale / zero words of the kUnroll steps from step0 (batches in order).
+  auto load_weights = [&](Batch& b, int step0) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int step = step0 + u;
+      const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+      const int group = step * groups_per_step + lane_group;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        b.codes[u][h] = load_16_bytes<true, false>(chunk[h] + u * chunk_step, valid);
+        b.affine[u][h] = load_affine<T, L>(w, rows[h], group, valid);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
+  };
+  // Requests the activations of the batch after step0's, then waits until step0's have landed.
+  int buffer = 0;
+  auto next_x = [&](int step0) {
+    const int next = buffer == kSharedXBuffers - 1 ? 0 : buffer + 1;
+    copy_x(next, step0 + kUnroll);  // an empty group past the end keeps the wait count uniform
+    cp_async_wait<1>();
+    __syncthreads();  // every thread's copies of this batch have landed
+  };
+  auto compute = [&](const Batch& b, int step0) {
+    const T* batch_x = stage + buffer * kBatchElems;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      uint32_t xh[kMTiles][16];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const int m = 8 * mt + g;
+          const uint4 xv = *reinterpret_cast<const uint4*>(batch_x + (u * kMRows + m) * kRowElems +
+                                                           8 * shared_x_slot(m, t, v));
+          xh[mt][4 * v + 0] = xv.x;
+          xh[mt][4 * v + 1] = xv.y;
+          xh[mt][4 * v + 2] = xv.z;
+          xh[mt][4 * v + 3] = xv.w;
+        }
+      const int step = step0 + u;
+      mma_gemv_step<T, L, kMTiles, kScaleInA, true>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group,
+                                                    acc);
+    }
+    buffer = buffer == kSharedXBuffers - 1 ? 0 : buffer + 1;
+  };
+
+  copy_x(0, step_begin);
+  if constexpr (kPipelined) {
+    Batch a, b;
+    load_weights(a, step_begin);
+    for (int step0 = step_begin; step0 < step_end; step0 += 2 * kUnroll) {
+      load_weights(b, step0 + kUnroll);
+      next_x(step0);
+      compute(a, step0);
+      if (step0 + kUnroll >= step_end) break;
+      load_weights(a, step0 + 2 * kUnroll);
+      next_x(step0 + kUnroll);
+      compute(b, step0 + kUnroll);
+    }
+  } else {
+    for (int step0 = step_begin; step0 < step_end; step0 += kUnroll) {
+      Batch a;
+      load_weights(a, step0);
+      next_x(step0);
+      compute(a, step0);
+    }
+  }
+  cp_async_wait<0>();
+
+  // acc[mt][e]: weight row n0 + g (e < 2) or n0 + g + 8, activation row m0 + 8 mt + 2 t + (e & 1).
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = n0 + g + (e >= 2 ? 8 : 0);
+      const int m = m0 + 8 * mt + 2 * t + (e & 1);
+      if (row < w.n && m < m_total) {
+        if (k_splits == 1) {
+          out[static_cast<int64_t>(m) * w.n + row] = from_float<T>(acc[mt][e]);
+        } else {
+          partial[(static_cast<int64_t>(split) * m_total + m) * w.n + row] = acc[mt][e];
+        }
+      }
+    }
+#endif  // __CUDA_ARCH__ >= 800
+}
+
 }  // namespace w4a16
 }  // namespace awq

@@ -22,24 +22,20 @@ namespace {
 
 using w4a16::Layout;
 
-// kGemv: tensor-core GEMV (mma_gemv.cuh); kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma: Hopper
-// wgmma GEMM fed by cp.async, kWgmmaWs: its warp-specialized variant fed by TMA (both wgmma_gemm.cuh,
-// sm_90a builds on compute capability 9.0); kPortable: the CUDA-core kernel (gemv.cuh), any arch.
-enum class KernelChoice { kAuto, kGemv, kMma, kWgmma, kWgmmaWs, kPortable };
+// kGemv: tensor-core GEMV (mma_gemv.cuh; per-warp or shared-activation kernel by shape),
+// kGemvSharedX: its shared-activation kernel forced; kMma: tensor-core GEMM (mma_gemm.cuh); kWgmma:
+// Hopper wgmma GEMM fed by cp.async, kWgmmaWs: its warp-specialized variant fed by TMA (both
+// wgmma_gemm.cuh, sm_90a builds on compute capability 9.0); kPortable: the CUDA-core kernel
+// (gemv.cuh), any arch.
+enum class KernelChoice { kAuto, kGemv, kGemvSharedX, kMma, kWgmma, kWgmmaWs, kPortable };
 
 // Rows of activations up to which "auto" takes the tensor-core GEMV on tensor-core devices. At
-// M = 16 the mma GEMM measured faster (H100, 70B shapes: 38-41% of copy bandwidth against 31%).
-constexpr int64_t kGemvMaxRows = 8;
-// Format B (v1) keeps the GEMV up to 16 rows: at M = 16 it measured 1.1-1.6x faster than the mma
-// GEMM there (H100, device run S3-10, every bench shape); for Format C the two are level at M = 16
-// (GEMV faster on 3 of 5 shapes, mma on both 70B ones: 0.0959 / 0.1033 ms against 0.1053 / 0.0971),
-// and auto keeps the mma GEMM there.
-constexpr int64_t kGemvMaxRowsV1 = 16;
-// Rows up to which "auto" keeps the mma.sync GEMM over the wgmma GEMMs on sm_90a (H100, 70B shapes,
-// M = 16: mma 38-41% of copy bandwidth against 32-35% for wgmma's 128 x 16 tile; M = 64: wgmma
-// 1.11-1.22x cuBLAS fp16 against 0.64-0.70x for mma; device run 6).
-constexpr int64_t kMmaMaxRowsOnSm90a = 16;
-// Above kMmaMaxRowsOnSm90a, "auto" takes the warp-specialized TMA wgmma GEMM (wgmma_ws) for both
+// M = 16 it measured faster than the mma GEMM on every bench shape (H100, lab S7-2: 11.6-68.1 us
+// against 17.8-101.6 us), and the mma GEMM faster than wgmma's 128 x 16 tile (device run 6).
+constexpr int64_t kGemvMaxRows = 16;
+// Format B with G < 128 keeps the fp32 CUDA-core kernel up to this many rows (gemv_rounds_weights).
+constexpr int64_t kFp32GemvMaxRowsV1 = 8;
+// Above kGemvMaxRows, "auto" takes the warp-specialized TMA wgmma GEMM (wgmma_ws) for both
 // layouts: with its scale/zero prefetch it measured faster than the cp.async wgmma GEMM at every M
 // benchmarked above 16 (device run 10, 70B shapes, v2 M = 64: 0.1266 / 0.1140 ms against 0.1371 /
 // 0.1260 ms; M = 1024: 0.69 / 0.76 ms against 1.49 / 1.49 ms; M = 17..63 were not benchmarked). The
@@ -69,10 +65,11 @@ struct Problem {
   int64_t scale_stride, zero_stride;
 };
 
-// The tensor-core GEMV rounds s * (q - z) to fp16/bf16 per weight when G < 128 (it scales the fp32
-// sums only for G = 128). Format B's original GEMV (gemv_forward_cuda) computed in fp32 throughout,
-// so for Format B with G < 128 "auto" keeps the fp32 CUDA-core kernel: never less precise than
-// the kernel it replaces.
+// The tensor-core GEMVs round s * (q - z) to fp16/bf16 per weight when G < 128 (they scale the fp32
+// sums only for G = 128; the shared-activation kernel rounds for every G at M >= 9, as the GEMMs do).
+// Format B's original GEMV (gemv_forward_cuda) computed in fp32 throughout, so for Format B with
+// G < 128 "auto" keeps the fp32 CUDA-core kernel where that GEMV served (up to kFp32GemvMaxRowsV1
+// rows): never less precise than the kernel it replaces.
 bool gemv_rounds_weights(const Problem& p) { return p.layout == Layout::kV1 && p.group_size < 128; }
 
 void check_group_size_common(const ArgChecker& c, int64_t k, int64_t group_size) {
@@ -151,12 +148,13 @@ Problem validate_v1(const ArgChecker& c, const at::Tensor& x, const at::Tensor& 
 KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "auto") return KernelChoice::kAuto;
   if (kernel == "gemv") return KernelChoice::kGemv;
+  if (kernel == "gemv_shared_x") return KernelChoice::kGemvSharedX;
   if (kernel == "mma") return KernelChoice::kMma;
   if (kernel == "wgmma") return KernelChoice::kWgmma;
   if (kernel == "wgmma_ws") return KernelChoice::kWgmmaWs;
   if (kernel == "portable") return KernelChoice::kPortable;
   c.check(false,
-          "argument 'kernel' must be one of \"auto\", \"gemv\", \"mma\", \"wgmma\", \"wgmma_ws\", \"portable\", "
+          "argument 'kernel' must be one of \"auto\", \"gemv\", \"gemv_shared_x\", \"mma\", \"wgmma\", \"wgmma_ws\", \"portable\", "
           "got \"",
           std::string(kernel), "\"");
   return KernelChoice::kAuto;
@@ -184,83 +182,130 @@ void launch_reduce(const at::Tensor& partial, const at::Tensor& out, int splits,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename T, Layout L, int kM>
-void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
-                 cudaStream_t stream) {
-  constexpr int kRows = kM <= 2 ? 8 : 4;
-  const int64_t row_blocks = (p.n + kRows - 1) / kRows;
-  const int slices = static_cast<int>((p.k + w4a16::kGemvSlice - 1) / w4a16::kGemvSlice);
+// One launch per block of at most 65535 M tiles (grid z) of a GEMV kernel with the signature
+// (x, w, out, partial, m, k_splits) and CTAs of `rows_per_cta` weight rows x `m_tile` activation
+// rows; `choose_splits(ctas)` gives the K split for a launch of `ctas` CTAs (fp32 partials + reduce).
+template <typename T, typename Kernel, typename ChooseSplits>
+void launch_gemv_grid(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, Kernel kernel,
+                      int threads, int smem, int64_t rows_per_cta, int64_t m_tile, ChooseSplits choose_splits,
+                      cudaStream_t stream) {
+  if (smem > 48 * 1024) C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const int64_t row_blocks = (p.n + rows_per_cta - 1) / rows_per_cta;
   constexpr int64_t kMaxGridZ = 65535;
-  // The M blocks of one launch (grid.z is at most 65535).
-  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kM) {
-    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kM);
-    const int64_t m_blocks = (m_count + kM - 1) / kM;
-    int splits = 1;
-    while (row_blocks * m_blocks * splits < 4 * sms && slices / (2 * splits) >= w4a16::kGemvWarps) splits *= 2;
+  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * m_tile) {
+    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * m_tile);
+    const int64_t m_blocks = (m_count + m_tile - 1) / m_tile;
+    const int splits = choose_splits(row_blocks * m_blocks);
     at::Tensor partial;
     if (splits > 1) partial = at::empty({splits, m_count, p.n}, p.x.options().dtype(at::kFloat));
     const T* x = static_cast<const T*>(p.x.data_ptr()) + m_first * p.k;
     T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
     const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
-    w4a16::w4a16_gemv_kernel<T, L, kM, kRows><<<grid, w4a16::kGemvWarps * 32, 0, stream>>>(
-        x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(m_count), splits);
+    kernel<<<grid, threads, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
+                                            static_cast<int>(m_count), splits);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), splits, stream);
   }
 }
 
-// One tensor-core GEMV configuration (mma_gemv.cuh) over every M block (grid z) and, when the row
-// tiles do not cover the SMs, a K split.
+template <typename T, Layout L, int kM>
+void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                 cudaStream_t stream) {
+  constexpr int kRows = kM <= 2 ? 8 : 4;
+  const int slices = static_cast<int>((p.k + w4a16::kGemvSlice - 1) / w4a16::kGemvSlice);
+  launch_gemv_grid<T>(p, w, out, w4a16::w4a16_gemv_kernel<T, L, kM, kRows>, w4a16::kGemvWarps * 32, 0, kRows, kM,
+                      [&](int64_t ctas) {
+                        int splits = 1;
+                        while (ctas * splits < 4 * sms && slices / (2 * splits) >= w4a16::kGemvWarps) splits *= 2;
+                        return splits;
+                      }, stream);
+}
+
+// One configuration of the per-warp tensor-core GEMV (w4a16_mma_gemv_kernel): a K split only when
+// the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
 template <typename T, Layout L, int kMTiles, int kUnroll, bool kPipelined, bool kStageX>
 void launch_mma_gemv_config(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                             cudaStream_t stream) {
-  constexpr int kMBlock = 8 * kMTiles;
-  const int64_t row_blocks = (p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows;
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
-  // A K split only when the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
   const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kUnroll));
   // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
   auto kernel = p.group_size < w4a16::kMmaGemvStepK
                     ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined, kStageX>
                     : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined, kStageX>;
-  const int smem = w4a16::mma_gemv_x_stage_bytes<T>(kUnroll, kStageX);
-  constexpr int64_t kMaxGridZ = 65535;
-  for (int64_t m_first = 0; m_first < p.m; m_first += kMaxGridZ * kMBlock) {
-    const int64_t m_count = std::min(p.m - m_first, kMaxGridZ * kMBlock);
-    const int64_t m_blocks = (m_count + kMBlock - 1) / kMBlock;
-    int64_t splits = 1;
-    while (row_blocks * m_blocks * splits < sms && splits * 2 <= max_splits) splits *= 2;
-    at::Tensor partial;
-    if (splits > 1) partial = at::empty({splits, m_count, p.n}, p.x.options().dtype(at::kFloat));
-    const T* x = static_cast<const T*>(p.x.data_ptr()) + m_first * p.k;
-    T* y = static_cast<T*>(out.data_ptr()) + m_first * p.n;
-    const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits), static_cast<unsigned>(m_blocks));
-    kernel<<<grid, w4a16::kMmaGemvWarps * 32, smem, stream>>>(x, w, y, splits > 1 ? partial.data_ptr<float>() : nullptr,
-                                                              static_cast<int>(m_count), static_cast<int>(splits));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (splits > 1) launch_reduce<T>(partial, out.narrow(0, m_first, m_count), static_cast<int>(splits), stream);
+  launch_gemv_grid<T>(p, w, out, kernel, w4a16::kMmaGemvWarps * 32, w4a16::mma_gemv_x_stage_bytes<T>(kUnroll, kStageX),
+                      w4a16::kMmaGemvRows, 8 * kMTiles,
+                      [&](int64_t ctas) {
+                        int splits = 1;
+                        while (ctas * splits < sms && splits * 2 <= max_splits) splits *= 2;
+                        return splits;
+                      }, stream);
+}
+
+// The shared-activation GEMV (w4a16_mma_gemv_shared_x_kernel). M <= 8: batches of 4 steps, the
+// group's scale applied to the fp32 sums for G = 128; M 9..16: two batches of 2 steps in flight and
+// the scales applied per weight (H100, lab S7-2, 70B shapes, M = 16: 68.1 / 64.9 us against 71.0 /
+// 68.5 batched and 75.1 / 78.1 with fp32 scaling). A K split while the CTAs stay within two per SM,
+// keeping >= 8 steps per split (more CTAs measured slower: 76.1 against 71.0 us at 8192 x 28672).
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kPipelined>
+void launch_mma_gemv_shared_x_config(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out,
+                                     int sms, cudaStream_t stream) {
+  const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
+  auto kernel = w4a16::w4a16_mma_gemv_shared_x_kernel<T, L, kMTiles, kUnroll, true, kPipelined>;
+  if constexpr (kMTiles == 1) {
+    if (p.group_size == w4a16::kMmaGemvStepK) {
+      kernel = w4a16::w4a16_mma_gemv_shared_x_kernel<T, L, 1, kUnroll, false, kPipelined>;
+    }
+  }
+  launch_gemv_grid<T>(p, w, out, kernel, w4a16::kSharedXWarps * 32, w4a16::shared_x_stage_bytes<T>(kMTiles, kUnroll),
+                      w4a16::kSharedXRows, 8 * kMTiles,
+                      [&](int64_t ctas) {
+                        int splits = 1;
+                        while (ctas * splits * 2 <= 2 * sms && steps / (splits * 2) >= 8) splits *= 2;
+                        return splits;
+                      }, stream);
+}
+
+template <typename T, Layout L>
+void launch_mma_gemv_shared_x(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                              cudaStream_t stream) {
+  if (p.m <= 8) {
+    launch_mma_gemv_shared_x_config<T, L, 1, 4, false>(p, w, out, sms, stream);
+  } else {
+    launch_mma_gemv_shared_x_config<T, L, 2, 2, true>(p, w, out, sms, stream);
   }
 }
 
-template <typename T, Layout L, int kMTiles>
+// Whether "gemv" takes the shared-activation kernel (H100, lab S7-2): it reads the activations once
+// per 128 weight rows instead of once per 16, but its CTAs are 8x larger, so it needs a large grid.
+// M = 9..16: 1.36-1.45x faster than the per-warp GEMV on the 70B shapes, 1.17-1.25x on 4096 x 14336
+// and 14336 x 4096, 0.79x at 4096 x 4096. M = 2..8 (Format C): 1.08-1.19x on the 70B shapes, level
+// at 4096 x 14336, 0.90-0.96x with N = 4096. M = 1 keeps the per-warp staged kernel (as fast or
+// faster everywhere); Format B at M = 2..8 was not measured and keeps its pipelined kernel.
+bool gemv_shares_x(const Problem& p) {
+  if (p.m >= 9) return p.n * p.k >= (int64_t{1} << 25);
+  return p.m >= 2 && p.layout == Layout::kV2 && p.n >= 8192;
+}
+
+// "gemv": the per-warp kernel's loads in flight per lane: M = 1: one batch of 4 steps (8 chunks), the
+// activation row staged in shared memory (both layouts; H100 labs S6-7 and S6-12: 9-14% faster for
+// Format C on four of five bench shapes, Format B 1% slower to 12% faster than its pipelined kernel).
+// M 2..8, Format C: the same batches with per-step activation loads; Format B: two batches of 2 steps,
+// the next requested before the current one is multiplied (8-15% faster for Format B, no gain for
+// Format C: lab run S3-7). M >= 9: one batch of 2 steps (pipelined it spills). Large grids take the
+// shared-activation kernel instead (gemv_shares_x).
+template <typename T, Layout L>
 void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      cudaStream_t stream) {
-  // Loads in flight per lane: M = 1: one batch of 4 steps (8 chunks), the activation row staged in
-  // shared memory (both layouts; H100 labs S6-7 and S6-12: 9-14% faster for Format C on four of five
-  // bench shapes, Format B 1% slower to 12% faster than its pipelined kernel). M 2..8, Format C: the
-  // same batches with per-step activation loads; Format B: two batches of 2 steps, the next requested
-  // before the current one is multiplied (8-15% faster for Format B, no gain for Format C: lab run
-  // S3-7). M 9..16: one batch of 2 steps (pipelined it spills).
-  if constexpr (kMTiles == 1) {
-    if (p.m == 1) {
-      launch_mma_gemv_config<T, L, 1, 4, false, true>(p, w, out, sms, stream);
-    } else if constexpr (L == Layout::kV1) {
-      launch_mma_gemv_config<T, L, 1, 2, true, false>(p, w, out, sms, stream);
-    } else {
-      launch_mma_gemv_config<T, L, 1, 4, false, false>(p, w, out, sms, stream);
-    }
+  if (p.m == 1) {
+    launch_mma_gemv_config<T, L, 1, 4, false, true>(p, w, out, sms, stream);
+  } else if (gemv_shares_x(p)) {
+    launch_mma_gemv_shared_x<T, L>(p, w, out, sms, stream);
+  } else if (p.m > 8) {
+    launch_mma_gemv_config<T, L, 2, 2, false, false>(p, w, out, sms, stream);
+  } else if constexpr (L == Layout::kV1) {
+    launch_mma_gemv_config<T, L, 1, 2, true, false>(p, w, out, sms, stream);
   } else {
-    launch_mma_gemv_config<T, L, kMTiles, 2, false, false>(p, w, out, sms, stream);
+    launch_mma_gemv_config<T, L, 1, 4, false, false>(p, w, out, sms, stream);
   }
 }
 
@@ -429,10 +474,12 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
   const c10::cuda::CUDAGuard guard(p.x.device());
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   const bool tensor_cores = prop->major >= 8;
-  TORCH_CHECK((choice != KernelChoice::kMma && choice != KernelChoice::kGemv) || tensor_cores, op, ": kernel \"",
-              choice == KernelChoice::kMma ? "mma" : "gemv", "\" needs compute capability >= 8.0 ",
-              "(tensor-core mma.sync with fp32 accumulation); this device is ", prop->major, ".", prop->minor,
-              ": use kernel \"portable\" or \"auto\"");
+  const bool needs_tensor_cores =
+      choice == KernelChoice::kMma || choice == KernelChoice::kGemv || choice == KernelChoice::kGemvSharedX;
+  TORCH_CHECK(!needs_tensor_cores || tensor_cores, op, ": kernel \"",
+              choice == KernelChoice::kMma ? "mma" : choice == KernelChoice::kGemv ? "gemv" : "gemv_shared_x",
+              "\" needs compute capability >= 8.0 (tensor-core mma.sync with fp32 accumulation); this device is ",
+              prop->major, ".", prop->minor, ": use kernel \"portable\" or \"auto\"");
   const bool wgmma = sm90a_kernels_run_on(*prop);
 #ifdef AWQ_KERNELS_SM90A
   constexpr const char* kSm90aBuild = "this build has sm_90a";
@@ -447,10 +494,8 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
     if (!tensor_cores) {
       choice = KernelChoice::kPortable;
     } else if (p.m <= kGemvMaxRows) {
-      choice = gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
-    } else if (p.m <= kGemvMaxRowsV1 && p.layout == Layout::kV1 && !gemv_rounds_weights(p)) {
-      choice = KernelChoice::kGemv;
-    } else if (!wgmma || p.m <= kMmaMaxRowsOnSm90a) {
+      choice = p.m <= kFp32GemvMaxRowsV1 && gemv_rounds_weights(p) ? KernelChoice::kPortable : KernelChoice::kGemv;
+    } else if (!wgmma) {
       choice = KernelChoice::kMma;
     } else {
       choice = KernelChoice::kWgmmaWs;
@@ -503,11 +548,9 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {
-        if (p.m <= 8) {
-          launch_mma_gemv<T, L, 1>(aligned, w, out, sms, stream);
-        } else {
-          launch_mma_gemv<T, L, 2>(aligned, w, out, sms, stream);
-        }
+        launch_mma_gemv<T, L>(aligned, w, out, sms, stream);
+      } else if (choice == KernelChoice::kGemvSharedX) {
+        launch_mma_gemv_shared_x<T, L>(aligned, w, out, sms, stream);
       } else if (p.m == 1) {
         launch_gemv<T, L, 1>(aligned, w, out, sms, stream);
       } else if (p.m == 2) {

@@ -39,9 +39,9 @@ def main() -> None:
                     else:
                         b = pack_format_b(q, z, s, g, dtype)
                         packed = [b.qweight.cuda(), b.scales.cuda(), b.qzeros.cuda()]
-                    for m in (1, 3, 17, 70, 300, 600):
+                    for m in (1, 3, 12, 17, 70, 300, 600):
                         x = torch.randn(m, k, dtype=dtype, device="cuda")
-                        for kernel in ("gemv", "mma", "portable") + wgmma:
+                        for kernel in ("gemv", "gemv_shared_x", "mma", "portable") + wgmma:
                             ops.w4a16_gemm(x, *packed, group_size=g, layout=layout, kernel=kernel)
                         if layout == "v1":
                             aie.gemm_forward_cuda(x, *packed, g, 3)

@@ -17,7 +17,7 @@ quantization = pytest.importorskip("awq_kernels.quantization", reason="packers c
 
 pytestmark = pytest.mark.gpu
 
-KERNELS = ("auto", "gemv", "mma", "wgmma", "wgmma_ws", "portable")
+KERNELS = ("auto", "gemv", "gemv_shared_x", "mma", "wgmma", "wgmma_ws", "portable")
 WGMMA_KERNELS = ("wgmma", "wgmma_ws")
 DTYPES = (torch.float16, torch.bfloat16)
 # Tolerances vs the float64 reference: the tensor-core path rounds each weight to T once (as the
