@@ -2,7 +2,10 @@
 // mma's A operand ("swap AB"), so one m16n8k16 multiplies 16 weight rows by up to 8 activation rows
 // and the cost per weight does not grow with M up to 8 (16 with a second n8 tile). It streams the
 // weights once, straight from global memory into registers (no shared memory on the way); at M = 1
-// (kStageX) the activations go through a small per-warp shared-memory stage.
+// (kStageX) the activations go through a small per-warp shared-memory stage. A second kernel,
+// w4a16_mma_gemv_shared_x_kernel (below), runs the same steps with the warps of a CTA on different
+// row tiles, so that the CTA stages each batch of activations once for all of them (M = 2..16 on
+// large grids).
 //
 // Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
 // and a range of K (blockIdx.y, the K split); its kMmaGemvWarps warps cut that range into contiguous
