@@ -126,6 +126,67 @@ __device__ __forceinline__ RawAffine load_affine(const WeightArgs<T>& w, int n, 
   }
 }
 
+// A lane's share of a 16-row weight tile at n0: rows g and g + 8 (rows past N read row N - 1), their
+// chunk addresses from step `step_begin` on (a step advances them by a fixed number of bytes: both
+// layouts are linear in k32), and the lane's scale / zero group of a step.
+template <typename T, Layout L>
+struct LaneWeights {
+  int rows[2];
+  const uint8_t* chunk[2];
+  int64_t chunk_step = 0;
+  int groups_per_step, lane_group;
+
+  __device__ __forceinline__ LaneWeights(const WeightArgs<T>& w, int n0, int g, int t, int step_begin) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      rows[h] = min(n0 + g + 8 * h, w.n - 1);
+      const int64_t first = LayoutTraits<L>::chunk_offset(rows[h], 32 * t, w.k);
+      chunk_step = LayoutTraits<L>::chunk_offset(rows[h], 32 * t + kMmaGemvStepK, w.k) - first;
+      chunk[h] = w.qweight + first + step_begin * chunk_step;
+    }
+    groups_per_step = kMmaGemvStepK >> w.group_shift;
+    lane_group = (32 * t) >> w.group_shift;
+  }
+  __device__ __forceinline__ int group(int step) const { return step * groups_per_step + lane_group; }
+};
+
+// A batch of kUnroll steps of a lane's weights: the chunks, their raw affine, which steps are the lane's.
+template <int kUnroll>
+struct WeightBatch {
+  uint4 codes[kUnroll][2];
+  RawAffine affine[kUnroll][2];
+  bool valid[kUnroll];
+};
+
+// Issues the loads of the batch of kUnroll steps from step0 (steps from step_end on, or past K, are
+// not the lane's) and advances the chunk addresses past it: batches are loaded in order. kZeroFill:
+// see load_16_bytes.
+template <bool kZeroFill, int kUnroll, typename T, Layout L>
+__device__ __forceinline__ void load_weight_batch(const WeightArgs<T>& w, LaneWeights<T, L>& lane, int t, int step0,
+                                                  int step_end, WeightBatch<kUnroll>& b) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int step = step0 + u;
+    b.valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
+    const int group = lane.group(step);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      b.codes[u][h] = load_16_bytes<true, kZeroFill>(lane.chunk[h] + u * lane.chunk_step, b.valid[u]);
+      b.affine[u][h] = load_affine<T, L>(w, lane.rows[h], group, b.valid[u]);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) lane.chunk[h] += kUnroll * lane.chunk_step;
+}
+
+// Activation registers 4 v .. 4 v + 3 of a lane (register i holds k 2i, 2i + 1) from 16-byte piece v.
+__device__ __forceinline__ void set_activation_piece(uint32_t (&xh)[16], int v, const uint4& piece) {
+  xh[4 * v + 0] = piece.x;
+  xh[4 * v + 1] = piece.y;
+  xh[4 * v + 2] = piece.z;
+  xh[4 * v + 3] = piece.w;
+}
+
 template <typename T>
 __device__ __forceinline__ float bits_to_float(uint16_t bits) {
   return to_float(*reinterpret_cast<const T*>(&bits));
@@ -305,7 +366,6 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  using Traits = LayoutTraits<L>;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;
@@ -321,20 +381,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
   const int step_begin = cta_begin + (cta_end - cta_begin) * warp / kMmaGemvWarps;
   const int step_end = cta_begin + (cta_end - cta_begin) * (warp + 1) / kMmaGemvWarps;
 
-  // The lane's weight rows g and g + 8 (rows past N read row N - 1) and their chunk addresses at
-  // step_begin; a step advances them by a fixed number of bytes (both layouts are linear in k32).
-  int rows[2];
-  const uint8_t* chunk[2];
-  int64_t chunk_step = 0;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    rows[h] = min(n0 + g + 8 * h, w.n - 1);
-    const int64_t first = Traits::chunk_offset(rows[h], 32 * t, w.k);
-    chunk_step = Traits::chunk_offset(rows[h], 32 * t + kMmaGemvStepK, w.k) - first;
-    chunk[h] = w.qweight + first + step_begin * chunk_step;
-  }
-  const int groups_per_step = kMmaGemvStepK >> w.group_shift;
-  const int lane_group = (32 * t) >> w.group_shift;
+  LaneWeights<T, L> lane_weights(w, n0, g, t, step_begin);
 
   constexpr bool kInPlace = kStageX || kPipelined;
   // Activations, direct: lane (g, t) loads the 32 values of rows m0 + 8 mt + g at the step's k32 from
@@ -358,32 +405,11 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
     x_lane[mt] = x + static_cast<int64_t>(m_valid[mt] ? m : 0) * w.k + 32 * t;
   }
 
-  float acc[kMTiles][4];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
+  float acc[kMTiles][4] = {};
 
-  // A batch: the weight chunks and scale / zero words of kUnroll steps, and which steps the lane has.
-  struct Batch {
-    uint4 codes[kUnroll][2];
-    RawAffine affine[kUnroll][2];
-    bool valid[kUnroll];
-  };
+  using Batch = WeightBatch<kUnroll>;
   auto load_batch = [&](Batch& b, int step0) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int step = step0 + u;
-      b.valid[u] = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-      const int group = step * groups_per_step + lane_group;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        b.codes[u][h] = load_16_bytes<true, !kStageX>(chunk[h] + u * chunk_step, b.valid[u]);
-        b.affine[u][h] = load_affine<T, L>(w, rows[h], group, b.valid[u]);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;  // batches are loaded in order
+    load_weight_batch<!kStageX>(w, lane_weights, t, step0, step_end, b);
     if constexpr (kStageX) {
       static_assert(kMTiles == 1 && !kPipelined, "the stage holds one activation row of one batch");
       __syncwarp();  // every lane has read the previous batch
@@ -413,16 +439,12 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
           // Staged: every lane reads the one row (columns past M are computed and never stored).
-          const uint4 xv =
+          set_activation_piece(
+              xh[mt], v,
               kStageX ? *reinterpret_cast<const uint4*>(x_stage + u * kMmaGemvXRowStride + 32 * t + 8 * v)
-                      : load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, b.valid[u] && m_valid[mt]);
-          xh[mt][4 * v + 0] = xv.x;
-          xh[mt][4 * v + 1] = xv.y;
-          xh[mt][4 * v + 2] = xv.z;
-          xh[mt][4 * v + 3] = xv.w;
+                      : load_16_bytes(x_lane[mt] + step * kMmaGemvStepK + 8 * v, b.valid[u] && m_valid[mt]));
         }
-      mma_gemv_step<T, L, kMTiles, kScaleInA, kInPlace>(b.codes[u], xh, b.affine[u],
-                                                        step * groups_per_step + lane_group, acc);
+      mma_gemv_step<T, L, kMTiles, kScaleInA, kInPlace>(b.codes[u], xh, b.affine[u], lane_weights.group(step), acc);
     }
   };
   if constexpr (kPipelined) {
@@ -478,7 +500,6 @@ __global__ void __launch_bounds__(kSharedXWarps * 32, 2)
     w4a16_mma_gemv_shared_x_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                                    float* __restrict__ partial, int m_total, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  using Traits = LayoutTraits<L>;
   constexpr int kMRows = 8 * kMTiles;
   constexpr int kRowElems = kMmaGemvStepK;                   // one staged row of one step
   constexpr int kBatchElems = kUnroll * kMRows * kRowElems;  // one buffer
@@ -494,18 +515,7 @@ __global__ void __launch_bounds__(kSharedXWarps * 32, 2)
   const int step_begin = split_begin(steps, split, k_splits);
   const int step_end = split_begin(steps, split + 1, k_splits);
 
-  int rows[2];
-  const uint8_t* chunk[2];
-  int64_t chunk_step = 0;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    rows[h] = min(n0 + g + 8 * h, w.n - 1);
-    const int64_t first = Traits::chunk_offset(rows[h], 32 * t, w.k);
-    chunk_step = Traits::chunk_offset(rows[h], 32 * t + kMmaGemvStepK, w.k) - first;
-    chunk[h] = w.qweight + first + step_begin * chunk_step;
-  }
-  const int groups_per_step = kMmaGemvStepK >> w.group_shift;
-  const int lane_group = (32 * t) >> w.group_shift;
+  LaneWeights<T, L> lane_weights(w, n0, g, t, step_begin);
 
   extern __shared__ __align__(16) uint8_t gemv_smem[];
   T* const stage = reinterpret_cast<T*>(gemv_smem);
@@ -524,32 +534,11 @@ __global__ void __launch_bounds__(kSharedXWarps * 32, 2)
     cp_async_commit();
   };
 
-  float acc[kMTiles][4];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.f;
+  float acc[kMTiles][4] = {};
 
-  struct Batch {
-    uint4 codes[kUnroll][2];
-    RawAffine affine[kUnroll][2];
-  };
-  // The weight chunks and scale / zero words of the kUnroll steps from step0 (batches in order).
-  auto load_weights = [&](Batch& b, int step0) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int step = step0 + u;
-      const bool valid = step < step_end && step * kMmaGemvStepK + 32 * t < w.k;
-      const int group = step * groups_per_step + lane_group;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        b.codes[u][h] = load_16_bytes<true, false>(chunk[h] + u * chunk_step, valid);
-        b.affine[u][h] = load_affine<T, L>(w, rows[h], group, valid);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) chunk[h] += kUnroll * chunk_step;
-  };
+  using Batch = WeightBatch<kUnroll>;
+  // The weight loads of the batch from step0 (the activations come through the stage).
+  auto load_weights = [&](Batch& b, int step0) { load_weight_batch<false>(w, lane_weights, t, step0, step_end, b); };
   // Requests the activations of the batch after step0's, then waits until step0's have landed.
   int buffer = 0;
   auto next_x = [&](int step0) {
@@ -568,16 +557,11 @@ __global__ void __launch_bounds__(kSharedXWarps * 32, 2)
 #pragma unroll
         for (int v = 0; v < 4; ++v) {
           const int m = 8 * mt + g;
-          const uint4 xv = *reinterpret_cast<const uint4*>(batch_x + (u * kMRows + m) * kRowElems +
-                                                           8 * shared_x_slot(m, t, v));
-          xh[mt][4 * v + 0] = xv.x;
-          xh[mt][4 * v + 1] = xv.y;
-          xh[mt][4 * v + 2] = xv.z;
-          xh[mt][4 * v + 3] = xv.w;
+          set_activation_piece(xh[mt], v,
+                               *reinterpret_cast<const uint4*>(batch_x + (u * kMRows + m) * kRowElems +
+                                                               8 * shared_x_slot(m, t, v)));
         }
-      const int step = step0 + u;
-      mma_gemv_step<T, L, kMTiles, kScaleInA, true>(b.codes[u], xh, b.affine[u], step * groups_per_step + lane_group,
-                                                    acc);
+      mma_gemv_step<T, L, kMTiles, kScaleInA, true>(b.codes[u], xh, b.affine[u], lane_weights.group(step0 + u), acc);
     }
     buffer = buffer == kSharedXBuffers - 1 ? 0 : buffer + 1;
   };
