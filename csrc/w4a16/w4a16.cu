@@ -154,8 +154,8 @@ KernelChoice parse_kernel(const ArgChecker& c, c10::string_view kernel) {
   if (kernel == "wgmma_ws") return KernelChoice::kWgmmaWs;
   if (kernel == "portable") return KernelChoice::kPortable;
   c.check(false,
-          "argument 'kernel' must be one of \"auto\", \"gemv\", \"gemv_shared_x\", \"mma\", \"wgmma\", \"wgmma_ws\", \"portable\", "
-          "got \"",
+          "argument 'kernel' must be one of \"auto\", \"gemv\", \"gemv_shared_x\", \"mma\", \"wgmma\", "
+          "\"wgmma_ws\", \"portable\", got \"",
           std::string(kernel), "\"");
   return KernelChoice::kAuto;
 }
