@@ -126,15 +126,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     float sum = 0.f;
 #pragma unroll
     for (int wi = 0; wi < kGemvWarps; ++wi) sum += warp_partial[wi][r][m];
-    const int n = row0 + r;
-    const int row = m0 + m;
-    if (n < w.n && row < m_total) {
-      if (k_splits == 1) {
-        out[static_cast<int64_t>(row) * w.n + n] = from_float<T>(sum);
-      } else {
-        partial[(static_cast<int64_t>(split) * m_total + row) * w.n + n] = sum;
-      }
-    }
+    store_result(out, partial, split, k_splits, m0 + m, m_total, row0 + r, w.n, sum);
   }
 }
 

@@ -46,6 +46,21 @@ struct WeightArgs {
   int64_t zero_stride;   // v2: N; v1: qzeros.size(1)
 };
 
+// Stores element (m, n) of the [M, N] result: rounded to T into `out`, or with a K split
+// (k_splits > 1) as the fp32 partial of split `split` into `partial` [k_splits, M, N], which
+// reduce_splits_kernel (gemv.cuh) sums in split order. Elements past M or N are not stored.
+template <typename T>
+__device__ __forceinline__ void store_result(T* __restrict__ out, float* __restrict__ partial, int split, int k_splits,
+                                             int m, int m_total, int n, int n_total, float value) {
+  if (m >= m_total || n >= n_total) return;
+  const int64_t index = static_cast<int64_t>(m) * n_total + n;
+  if (k_splits == 1) {
+    out[index] = from_float<T>(value);
+  } else {
+    partial[static_cast<int64_t>(split) * m_total * n_total + index] = value;
+  }
+}
+
 template <Layout L>
 struct LayoutTraits;
 

@@ -309,14 +309,7 @@ __global__ void __launch_bounds__(kWarpsM * kWarpsN * 32)
       for (int e = 0; e < 4; ++e) {
         const int row = m0 + warp_m0 + mt * 16 + group_id + (e >= 2 ? 8 : 0);
         const int col = n0 + warp_n0 + nt * 8 + 2 * t + (e & 1);
-        if (row < m_total && col < w.n) {
-          const int64_t index = static_cast<int64_t>(row) * w.n + col;
-          if (k_splits == 1) {
-            out[index] = from_float<T>(acc[mt][nt][e]);
-          } else {
-            partial[split * static_cast<int64_t>(m_total) * w.n + index] = acc[mt][nt][e];
-          }
-        }
+        store_result(out, partial, split, k_splits, row, m_total, col, w.n, acc[mt][nt][e]);
       }
 #endif  // __CUDA_ARCH__ >= 800 (the host launches this kernel only on such devices)
 }

@@ -341,13 +341,7 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
     const int e = slot % 4;
     const int row = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
     const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
-    if (row < n && m < m_total) {
-      if (k_splits == 1) {
-        out[static_cast<int64_t>(m) * n + row] = from_float<T>(sum);
-      } else {
-        partial[(static_cast<int64_t>(split) * m_total + m) * n + row] = sum;
-      }
-    }
+    store_result(out, partial, split, k_splits, m, m_total, row, n, sum);
   }
 }
 #endif
@@ -595,14 +589,7 @@ __global__ void __launch_bounds__(kSharedXWarps * 32, 2)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int row = n0 + g + (e >= 2 ? 8 : 0);
-      const int m = m0 + 8 * mt + 2 * t + (e & 1);
-      if (row < w.n && m < m_total) {
-        if (k_splits == 1) {
-          out[static_cast<int64_t>(m) * w.n + row] = from_float<T>(acc[mt][e]);
-        } else {
-          partial[(static_cast<int64_t>(split) * m_total + m) * w.n + row] = acc[mt][e];
-        }
-      }
+      store_result(out, partial, split, k_splits, m0 + 8 * mt + 2 * t + (e & 1), m_total, row, w.n, acc[mt][e]);
     }
 #endif  // __CUDA_ARCH__ >= 800
 }

@@ -214,16 +214,8 @@ __device__ __forceinline__ void store_accumulators(const float (&acc)[kBN / 2], 
   for (int j = 0; j < kBN / 8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int row = n + (e >= 2 ? 8 : 0);
-      const int token = m + 8 * j + 2 * t + (e & 1);
-      if (row < n_total && token < m_total) {
-        const int64_t index = static_cast<int64_t>(token) * n_total + row;
-        if (k_splits == 1) {
-          out[index] = from_float<T>(acc[4 * j + e]);
-        } else {
-          partial[split * static_cast<int64_t>(m_total) * n_total + index] = acc[4 * j + e];
-        }
-      }
+      store_result(out, partial, split, k_splits, m + 8 * j + 2 * t + (e & 1), m_total, n + (e >= 2 ? 8 : 0), n_total,
+                   acc[4 * j + e]);
     }
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
