@@ -394,40 +394,50 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
   if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
 }
 
-// The warp-specialized kernel's launch: token tile (CTA = 128 weight rows x bn tokens) and K split.
-struct WgmmaWsPlan {
-  int bn;
-  int64_t splits;
-};
+// The warp-specialized kernel's persistent schedule (stream_k.cuh) of `tiles` output tiles x `k_tiles`
+// on one CTA per SM: whole waves of tiles, then the rest cut into one K range per CTA. Pieces of fewer
+// than 8 k tiles are not cut (per piece: a pipeline restart and an fp32 tile written and read back);
+// every range holds at least one unit. A caller's split (gemm_forward_cuda's split_k_iters, tuned for the
+// original kernel; WQLinear passes 8) caps the CTAs sharing the cut tiles at split_k_iters per tile.
+w4a16::StreamKSchedule make_stream_k_schedule(int64_t tiles, int64_t k_tiles, int sms, int64_t user_splits) {
+  constexpr int64_t kMinPieceKTiles = 8;
+  const int64_t waves = tiles / sms;
+  const int64_t rest = tiles - waves * sms;
+  TORCH_CHECK(rest * k_tiles <= std::numeric_limits<int32_t>::max(), "w4a16: K = ", k_tiles * w4a16::kWgmmaBK,
+              " is too long for the wgmma_ws schedule (at most 2^31 k tiles of 64 in a partial wave)");
+  int64_t sk_ctas = 0;
+  if (rest > 0) {
+    sk_ctas = std::clamp<int64_t>(rest * k_tiles / std::min(k_tiles, kMinPieceKTiles), 1, sms);
+    if (user_splits > 0) sk_ctas = std::min(sk_ctas, rest * user_splits);
+  }
+  return {static_cast<int>(tiles), static_cast<int>(k_tiles), static_cast<int>(waves > 0 ? sms : sk_ctas),
+          static_cast<int>(waves * sms), static_cast<int>(sk_ctas)};
+}
 
-// One CTA per SM (384 threads, ~200 KiB of shared memory). For a token tile: the largest K split
-// whose CTAs still fit in one wave (>= 8 k tiles per split; the caller's split, as in launch_wgmma,
-// only caps it). Up to M = 64 the tile is 64 (weight streaming); beyond, the tile of {64, 128, 256}
-// with the least estimated time: waves x k tiles per split x clocks per k tile (the HGMMA's 4 * bn,
-// at least ~640: the consumers' ~230 instructions per warp and tile, two warps per scheduler), plus
-// the fp32 partials' write and read at ~1.9 KB per clock of DRAM bandwidth. E.g. M = 256:
-// 4096 x 4096 takes 128 (64 tiles, split 2) over 256 (32 tiles, split 4: twice the partials);
-// 8192 x 28672 takes 256 (224 tiles, 2 waves of 128 k tiles); M >= 1024 takes 256.
-WgmmaWsPlan plan_wgmma_ws(int64_t m, int64_t n, int64_t k, int sms, int64_t user_splits) {
+int64_t wgmma_ws_rows(int bn) {
+  return bn == 64 ? w4a16::wgmma_ws_rows<64>() : (bn == 128 ? w4a16::wgmma_ws_rows<128>() : w4a16::wgmma_ws_rows<256>());
+}
+
+// Token tile of the warp-specialized kernel: 64 up to M = 64 (weight streaming, 256 weight rows per CTA);
+// beyond, 128 or 256 tokens (128 rows), whichever has the least estimated time: k tiles per CTA x
+// clocks per k tile (the HGMMA's 4 * bn, at least ~640: the consumers' issue), plus the cut tiles'
+// fp32 pieces written and read at ~1.9 KB per clock of DRAM bandwidth.
+int plan_wgmma_ws_tile(int64_t m, int64_t n, int64_t k, int sms, int64_t user_splits) {
+  if (m <= 64) return 64;
   const int64_t k_tiles = (k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
-  auto plan = [&](int bn) {
-    const int64_t tiles = (m + bn - 1) / bn * ((n + 127) / 128);
-    int64_t own = 1;
-    while (tiles * (own + 1) <= sms && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
-    return WgmmaWsPlan{bn, user_splits > 0 ? std::min(own, user_splits) : own};
-  };
-  if (m <= 64) return plan(64);
-  WgmmaWsPlan best{0, 0};
+  int best = 0;
   double best_cost = 0.0;
-  for (const int bn : {64, 128, 256}) {
-    const WgmmaWsPlan candidate = plan(bn);
-    const int64_t ctas = (m + bn - 1) / bn * ((n + 127) / 128) * candidate.splits;
-    const double waves = static_cast<double>((ctas + sms - 1) / sms);
-    const double per_split = static_cast<double>((k_tiles + candidate.splits - 1) / candidate.splits);
-    double cost = waves * per_split * std::max(4.0 * bn, 640.0);
-    if (candidate.splits > 1) cost += static_cast<double>(candidate.splits) * m * n * 8.0 / 1900.0;
-    if (best.bn == 0 || cost < best_cost) {
-      best = candidate;
+  for (const int bn : {128, 256}) {
+    const int64_t rows = wgmma_ws_rows(bn);
+    const int64_t tiles = (m + bn - 1) / bn * ((n + rows - 1) / rows);
+    const w4a16::StreamKSchedule s = make_stream_k_schedule(tiles, k_tiles, sms, user_splits);
+    const int64_t sk_units = s.sk_ctas > 0 ? (s.sk_units() + s.sk_ctas - 1) / s.sk_ctas : 0;
+    const int64_t units = s.dp_tiles / s.ctas * k_tiles + sk_units;
+    const int64_t pieces = s.sk_ctas > 1 ? s.sk_ctas + (s.tiles - s.dp_tiles) : 0;
+    const double cost = static_cast<double>(units) * std::max(4.0 * bn, 640.0) +
+                        static_cast<double>(pieces) * rows * bn * 8.0 / 1900.0;
+    if (best == 0 || cost < best_cost) {
+      best = bn;
       best_cost = cost;
     }
   }
@@ -435,35 +445,46 @@ WgmmaWsPlan plan_wgmma_ws(int64_t m, int64_t n, int64_t k, int sms, int64_t user
 }
 
 template <typename T, Layout L, int kBN>
-void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int64_t splits,
-                     cudaStream_t stream) {
-  constexpr int64_t kRows = 128;
-  const int64_t tiles = (p.m + kBN - 1) / kBN * ((p.n + kRows - 1) / kRows);
+void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
+                     int64_t user_splits, cudaStream_t stream) {
+  constexpr int64_t kRows = w4a16::wgmma_ws_rows<kBN>();
+  const int64_t tiles_m = (p.m + kBN - 1) / kBN;
+  const int64_t tiles_n = (p.n + kRows - 1) / kRows;
+  const int64_t tiles = tiles_m * tiles_n;
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
+  const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  const w4a16::StreamKSchedule schedule = make_stream_k_schedule(tiles, k_tiles, sms, user_splits);
   // x [M, K] in boxes of kBN tokens x 64 k with the 128-byte swizzle the wgmma descriptor reads; the
-  // packed weight as bytes in boxes of one k tile of 128 rows, in the layout's own order.
+  // packed weight as bytes in boxes of one k tile of kRows rows, in the layout's own order.
   CUtensorMap x_map;
   CUtensorMap w_map;
   sm90::encode_tensor_map_2d(&x_map, CU_TENSOR_MAP_DATA_TYPE_UINT16, p.x.data_ptr(), p.m, p.k, 2 * p.k, kBN,
                              w4a16::kWgmmaBK, CU_TENSOR_MAP_SWIZZLE_128B);
-  if constexpr (L == Layout::kV2) {  // [N/4, 2K] bytes: 32 packed rows x 128 bytes per tile
+  if constexpr (L == Layout::kV2) {  // [N/4, 2K] bytes: kRows / 4 packed rows x 128 bytes per tile
     sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.qweight, p.n / 4, 2 * p.k, 2 * p.k,
                                kRows / 4, 2 * w4a16::kWgmmaBK, CU_TENSOR_MAP_SWIZZLE_NONE);
-  } else {  // [N, K/2] bytes: 128 rows x 32 bytes per tile
+  } else {  // [N, K/2] bytes: kRows rows x 32 bytes per tile
     sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.qweight, p.n, p.k / 2, p.k / 2, kRows,
                                w4a16::kWgmmaBK / 2, CU_TENSOR_MAP_SWIZZLE_NONE);
   }
+  // Two fp32 piece slots per CTA of the stream-K part (a single CTA there cuts nothing).
+  const bool cuts = schedule.sk_ctas > 1;
   at::Tensor partial;
-  if (splits > 1) partial = at::empty({splits, p.m, p.n}, p.x.options().dtype(at::kFloat));
+  if (cuts) partial = at::empty({2 * schedule.sk_ctas, kRows * kBN}, p.x.options().dtype(at::kFloat));
   constexpr int kSmem = w4a16::wgmma_ws_smem_bytes<kBN>();
   auto kernel = w4a16::w4a16_wgmma_ws_kernel<T, L, kBN>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), w4a16::kWgmmaWsThreads, kSmem,
-           stream>>>(x_map, w_map, w, static_cast<T*>(out.data_ptr()),
-                     splits > 1 ? partial.data_ptr<float>() : nullptr, static_cast<int>(p.m),
-                     static_cast<int>(splits));
+  kernel<<<static_cast<unsigned>(schedule.ctas), w4a16::wgmma_ws_threads<kBN>(), kSmem, stream>>>(
+      x_map, w_map, w, static_cast<T*>(out.data_ptr()), cuts ? partial.data_ptr<float>() : nullptr,
+      static_cast<int>(p.m), schedule);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (splits > 1) launch_reduce<T>(partial, out, static_cast<int>(splits), stream);
+  if (cuts) {
+    w4a16::stream_k_fixup_kernel<T><<<static_cast<unsigned>(schedule.tiles - schedule.dp_tiles), 256, 0, stream>>>(
+        partial.data_ptr<float>(), static_cast<T*>(out.data_ptr()), schedule, static_cast<int>(kRows), kBN,
+        static_cast<int>(tiles_m), static_cast<int>(tiles_n), w4a16::kMmaGroupM, static_cast<int>(p.m),
+        static_cast<int>(p.n));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 #endif
 
@@ -538,13 +559,13 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
 #endif
       } else if (choice == KernelChoice::kWgmmaWs) {
 #ifdef AWQ_KERNELS_SM90A
-        const WgmmaWsPlan plan = plan_wgmma_ws(p.m, p.n, p.k, sms, user_splits);
-        if (plan.bn == 64) {
-          launch_wgmma_ws<T, L, 64>(aligned, w, out, plan.splits, stream);
-        } else if (plan.bn == 128) {
-          launch_wgmma_ws<T, L, 128>(aligned, w, out, plan.splits, stream);
+        const int bn = plan_wgmma_ws_tile(p.m, p.n, p.k, sms, user_splits);
+        if (bn == 64) {
+          launch_wgmma_ws<T, L, 64>(aligned, w, out, sms, user_splits, stream);
+        } else if (bn == 128) {
+          launch_wgmma_ws<T, L, 128>(aligned, w, out, sms, user_splits, stream);
         } else {
-          launch_wgmma_ws<T, L, 256>(aligned, w, out, plan.splits, stream);
+          launch_wgmma_ws<T, L, 256>(aligned, w, out, sms, user_splits, stream);
         }
 #endif
       } else if (choice == KernelChoice::kGemv) {

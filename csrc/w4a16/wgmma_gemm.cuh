@@ -31,6 +31,7 @@
 
 #include "common/sm90.cuh"
 #include "w4a16/mma_gemm.cuh"
+#include "w4a16/stream_k.cuh"
 
 namespace awq {
 namespace w4a16 {
@@ -378,114 +379,152 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
 }
 
 
-// ---- Warp-specialized variant ("wgmma_ws"): TMA producer, mbarrier ring, no CTA barrier in the loop.
+// ---- Warp-specialized variant ("wgmma_ws"): TMA producer, mbarrier ring, persistent CTAs.
 //
-// CTA: 3 warpgroups (384 threads), 128 weight rows x kBN tokens (kBN = 64, 128, 256), K in 64-wide
-// tiles through a kStages-deep ring:
-//  * warpgroup 0, one thread: the producer. Per k tile it waits until the tile's slot is free (`empty`,
-//    released by all 256 consumer threads), announces the slot's bytes on `full` and issues two TMA
+// CTA: kWarpgroups consumer warpgroups of 64 weight rows each (kRows = 64 * kWarpgroups) x kBN tokens,
+// then a producer warpgroup; K in 64-wide tiles through a kStages-deep ring of shared-memory slots:
+//  * the producer warpgroup's first thread. Per k tile it waits until the tile's slot is free (`empty`,
+//    released by all consumer threads), announces the slot's bytes on `full` and issues two TMA
 //    copies: the x box (kBN tokens x 64 k, the 128-byte swizzle of the descriptor, as the cp.async
-//    variant writes it) and the weight box, the raw packed bytes in the layout's own order (v2: 32
-//    packed rows x 128 bytes; v1: 128 rows x 32 bytes: the order MmaWeight<L>::fragment reads). TMA
+//    variant writes it) and the weight box, the raw packed bytes in the layout's own order (v2: kRows / 4
+//    packed rows x 128 bytes; v1: kRows rows x 32 bytes: the order MmaWeight<L>::fragment reads). TMA
 //    zero-fills tokens >= M, k >= K and rows >= N; the transaction count is always the full boxes.
-//  * warpgroups 1 and 2: consumers of weight rows 0-63 and 64-127. Tile i: issue its four
-//    m64n{kBN}k16 wgmma (A = fragments dequantized during tile i - 1), commit, wait until tile i - 1's
-//    wgmma are done (`wait_group 1`: tile i's stay queued, so the tensor cores never wait for this
-//    warpgroup's dequantization), release tile i - 1's slot, then wait for tile i + 1's slot and
-//    dequantize it into the other fragment buffer. Constants (scales / zeros): loaded and switched
-//    only for tiles that start a group (every other tile at G = 128), a tile ahead of their use.
-// setmaxnreg moves registers from the producer (40) to the consumers (232: up to 128 accumulators,
-// 2 x 16 fragment registers, two tiles of constants).
-constexpr int kWgmmaWsThreads = 384;
-constexpr int kWgmmaWsProducerRegs = 40;
-constexpr int kWgmmaWsConsumerRegs = 232;
-static_assert(128 * (kWgmmaWsProducerRegs + 2 * kWgmmaWsConsumerRegs) <= 65536, "register file");
-
-// Ring depth: as many stages as fit in ~200 KiB (x tile kBN x 128 bytes + 4 KiB of weights each).
+//  * consumer warpgroup j owns rows 64 j .. 64 j + 63. Tile i: issue its four m64n{kBN}k16 wgmma
+//    (A = fragments dequantized during tile i - 1), commit, wait until tile i - 1's wgmma are done
+//    (`wait_group 1`: tile i's stay queued, so the tensor cores never wait for this warpgroup's
+//    dequantization), release tile i - 1's slot, then wait for tile i + 1's slot and dequantize it into
+//    the other fragment buffer. Constants (scales / zeros): loaded and switched only for tiles that
+//    start a group (every other tile at G = 128), a tile ahead of their use.
+// The grid is persistent (stream_k.cuh): each CTA walks its pieces (whole output tiles, then a K range of
+// the last tiles) with the ring running on from piece to piece; at the end of a piece the consumers
+// drain their wgmma, store (the output, or the piece's fp32 partial slot) and restart at zero.
+// Three consumer warpgroups (192 rows) at kBN = 64: there the consumers' issue (~120 instructions per
+// warp and k tile, most of it the dequantization) and its latencies, not the tensor cores (128 clocks
+// per 64 rows), bound a tile; two warps per scheduler left it at ~0.4 issue per clock (Nsight, S8-1).
+// (Four would leave the consumers 104 registers: they spill.) setmaxnreg moves registers from the
+// producer warpgroup (one thread issues, the others exit) to the consumers: 168 at entry -> 56 / 224
+// with 2 consumer warpgroups (up to 128 accumulators, 2 x 16 fragment registers, two tiles of
+// constants), 128 -> 56 / 152 with 3. ptxas: no spills in any instance.
 template <int kBN>
-constexpr int wgmma_ws_stages() {
-  return kBN <= 64 ? 16 : (kBN <= 128 ? 10 : 6);
+constexpr int wgmma_ws_warpgroups() {
+  return kBN <= 64 ? 3 : 2;
+}
+template <int kBN>
+constexpr int wgmma_ws_rows() {
+  return 64 * wgmma_ws_warpgroups<kBN>();
+}
+template <int kBN>
+constexpr int wgmma_ws_threads() {
+  return 128 * (wgmma_ws_warpgroups<kBN>() + 1);
+}
+// Registers at entry (the launch bound's share, a multiple of 8) and of a consumer.
+template <int kBN>
+constexpr int wgmma_ws_entry_regs() {
+  return 65536 / wgmma_ws_threads<kBN>() / 8 * 8;
+}
+constexpr int kWgmmaWsProducerRegs = 56;
+template <int kBN>
+constexpr int wgmma_ws_consumer_regs() {
+  return (wgmma_ws_entry_regs<kBN>() * wgmma_ws_threads<kBN>() - 128 * kWgmmaWsProducerRegs) /
+         (128 * wgmma_ws_warpgroups<kBN>()) / 8 * 8;
 }
 template <int kBN>
 constexpr int wgmma_ws_stage_bytes() {
-  return kBN * kWgmmaBK * 2 + 128 * kWgmmaBK / 2;
+  return kBN * kWgmmaBK * 2 + wgmma_ws_rows<kBN>() * kWgmmaBK / 2;
+}
+// Ring depth: as many stages as fit in 216 KiB (x tile kBN x 128 bytes + the weight tile each): 15, 10, 6.
+template <int kBN>
+constexpr int wgmma_ws_stages() {
+  return 216 * 1024 / wgmma_ws_stage_bytes<kBN>();
 }
 template <int kBN>
 constexpr int wgmma_ws_smem_bytes() {
   return wgmma_ws_stages<kBN>() * wgmma_ws_stage_bytes<kBN>() + 1024;
 }
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Stores the accumulators of one 64-row wgmma tile as a piece of a cut tile: element (token m, row n)
+// of the kRows x kBN tile at tile[m * kRows + n] (stream_k_fixup_kernel's order), unmasked.
+template <int kBN, int kRows>
+__device__ __forceinline__ void store_piece(const float (&acc)[kBN / 2], int row, int t, float* __restrict__ tile) {
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) tile[(8 * j + 2 * t + (e & 1)) * kRows + row + (e >= 2 ? 8 : 0)] = acc[4 * j + e];
+}
+#endif
+
 template <typename T, Layout L, int kBN>
-__global__ void __launch_bounds__(kWgmmaWsThreads, 1)
+__global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
     w4a16_wgmma_ws_kernel(const __grid_constant__ CUtensorMap x_map, const __grid_constant__ CUtensorMap w_map,
                           WeightArgs<T> w, T* __restrict__ out, float* __restrict__ partial, int m_total,
-                          int k_splits) {
+                          StreamKSchedule schedule) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace sm90;
-  constexpr int kRows = 128;
+  constexpr int kRows = wgmma_ws_rows<kBN>();
+  constexpr int kConsumers = 128 * wgmma_ws_warpgroups<kBN>();
   constexpr int kStages = wgmma_ws_stages<kBN>();
   constexpr int kStageBytes = wgmma_ws_stage_bytes<kBN>();
   constexpr int kXBytes = kBN * kWgmmaBK * 2;
   static_assert(kStageBytes % 1024 == 0, "stages must keep the 1024-byte alignment of the swizzle atoms");
-  static_assert(kBN % 64 == 0 && kBN <= 256, "token tile: a TMA box of <= 256 rows, whole swizzle atoms");
+  static_assert(kBN % 64 == 0 && kBN <= 256 && kRows <= 256, "TMA boxes of <= 256 rows, whole swizzle atoms");
   static_assert(kStages >= 2, "tile i + 1 is dequantized while tile i's wgmma run");
 
   extern __shared__ uint8_t smem_raw[];
   __shared__ uint64_t full_bar[kStages];   // the slot holds tile i (1 arrival + the TMA bytes)
-  __shared__ uint64_t empty_bar[kStages];  // the slot's tile was read by all 256 consumer threads
+  __shared__ uint64_t empty_bar[kStages];  // the slot's tile was read by all consumer threads
   uint8_t* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
 
   // Raster as the cp.async variant: kMmaGroupM consecutive token tiles sweep the weight-row tiles.
-  const TileCoord tile = grouped_tile(blockIdx.x, (m_total + kBN - 1) / kBN, (w.n + kRows - 1) / kRows, kMmaGroupM);
-  const int m0 = tile.m * kBN;
-  const int n0 = tile.n * kRows;
-
-  // This CTA's k tiles (at least one: the host keeps >= 8 per split).
-  const int k_tiles = (w.k + kWgmmaBK - 1) / kWgmmaBK;
-  const int split = blockIdx.y;
-  const int kt_begin = split_begin(k_tiles, split, k_splits);
-  const int kt_count = split_begin(k_tiles, split + 1, k_splits) - kt_begin;
+  const int tiles_m = (m_total + kBN - 1) / kBN;
+  const int tiles_n = (w.n + kRows - 1) / kRows;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&full_bar[s], 1);
-      mbarrier_init(&empty_bar[s], 256);
+      mbarrier_init(&empty_bar[s], kConsumers);
     }
     fence_barrier_init();
   }
   __syncthreads();
 
-  const int warpgroup = static_cast<int>(threadIdx.x) / 128;
-  if (warpgroup == 0) {
+  if (threadIdx.x >= kConsumers) {
     setmaxnreg_dec<kWgmmaWsProducerRegs>();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x != kConsumers) return;
+    constexpr int kWBoxBytes = L == Layout::kV2 ? 128 : 32;  // packed-row bytes per k tile
+    int stage = 0;
+    uint32_t phase = 0;  // parity of the slot's current round
+    int issued = 0;
+    StreamKPieces pieces(schedule, static_cast<int>(blockIdx.x));
+    StreamKPiece piece;
+    while (pieces.next(piece)) {
+      const TileCoord tile = grouped_tile(piece.tile, tiles_m, tiles_n, kMmaGroupM);
+      const int m0 = tile.m * kBN;
+      const int n0 = tile.n * kRows;
       // Weight box coordinates: (byte in the packed row, packed row) of the tile's first chunk.
       const int w_row = L == Layout::kV2 ? n0 / 4 : n0;
-      constexpr int kWBoxBytes = L == Layout::kV2 ? 128 : 32;  // packed-row bytes per k tile
-      int stage = 0;
-      uint32_t phase = 0;  // parity of the slot's current round
-      for (int i = 0; i < kt_count; ++i) {
+      // The CTA's columns of the [Gp, N] scale / zero rows (v2), up to its last weight row.
+      const T* scales = w.scales + n0;
+      const T* zeros = static_cast<const T*>(w.zeros) + n0;
+      const int last_row = min(kRows, w.n - n0) - 1;
+      for (int kt = piece.kt_begin; kt < piece.kt_end; ++kt, ++issued) {
         // Round r >= 1 of a slot reuses it once the consumers released round r - 1.
-        if (i >= kStages) mbarrier_wait(&empty_bar[stage], phase ^ 1);
+        if (issued >= kStages) mbarrier_wait(&empty_bar[stage], phase ^ 1);
         uint8_t* slot = smem + stage * kStageBytes;
-        const int kt = kt_begin + i;
         mbarrier_arrive_expect_tx(&full_bar[stage], kStageBytes);
         tma_load_2d(slot, &x_map, &full_bar[stage], kt * kWgmmaBK, m0);
         tma_load_2d(slot + kXBytes, &w_map, &full_bar[stage], kt * kWBoxBytes, w_row);
         if constexpr (L == Layout::kV2) {
           // The consumers load a group's scales / zeros one tile before its first use; a v2 group is a
-          // new row of [Gp, N] (the CTA's 128 columns: 256 bytes), first touched by this CTA, i.e. a
-          // DRAM round trip they would wait for. Prefetched into L2 here, kStages tiles ahead.
+          // new row of [Gp, N], first touched by this CTA, i.e. a DRAM round trip they would wait for.
+          // Prefetched into L2 here, kStages tiles ahead: every 128 bytes of the CTA's columns.
           const int first = (kt * kWgmmaBK) >> w.group_shift;
           const int last = min((kt * kWgmmaBK + kWgmmaBK - 1) >> w.group_shift, w.groups - 1);
-          if (i == 0 || first != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
+          if (kt == piece.kt_begin || first != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
             for (int g = min(first, w.groups - 1); g <= last; ++g) {
-              const T* rows[2] = {w.scales + g * w.scale_stride + n0,
-                                  static_cast<const T*>(w.zeros) + g * w.zero_stride + n0};
-              for (const T* row_start : rows) {
-                prefetch_l2(row_start);
-                prefetch_l2(row_start + min(64, w.n - 1 - n0));
-                prefetch_l2(row_start + min(127, w.n - 1 - n0));
+              for (int offset = 0; offset < kRows + 63; offset += 64) {
+                prefetch_l2(scales + g * w.scale_stride + min(offset, last_row));
+                prefetch_l2(zeros + g * w.zero_stride + min(offset, last_row));
               }
             }
           }
@@ -496,37 +535,52 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
         }
       }
     }
-  } else {
-    setmaxnreg_inc<kWgmmaWsConsumerRegs>();
-    const int tid = static_cast<int>(threadIdx.x) - 128;  // 0..255 over both consumer warpgroups
-    const int lane = tid & 31;
-    const int t = lane & 3;
-    // Tile-local weight row of the thread's A registers 0 and 2 (registers 1 and 3: + 8): warp w of the
-    // consumers owns rows 16w .. 16w + 15 (warpgroup 1: 0-63, warpgroup 2: 64-127).
-    const int row = 16 * (tid >> 5) + (lane >> 2);
+    return;
+  }
+
+  setmaxnreg_inc<wgmma_ws_consumer_regs<kBN>()>();
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31;
+  const int t = lane & 3;
+  // Tile-local weight row of the thread's A registers 0 and 2 (registers 1 and 3: + 8): warp v of the
+  // consumers owns rows 16 v .. 16 v + 15 (warpgroup j: 64 j .. 64 j + 63).
+  const int row = 16 * (tid >> 5) + (lane >> 2);
+  auto starts_group = [&](int kt) {
+    return (kt * kWgmmaBK) >> w.group_shift != ((kt - 1) * kWgmmaBK) >> w.group_shift;
+  };
+  // The x tile's descriptor in slot 0; slot s and k16 step j add (s * kStageBytes + 32 j) >> 4 to its
+  // start address field (shared addresses < 256 KiB: no carry out of the 14-bit field).
+  const uint64_t desc = smem_desc_128b_swizzle(smem);
+  // Slot and parity of the next tile to dequantize; they run on across pieces as the producer's.
+  int next_stage = 0;
+  uint32_t next_phase = 0;
+  auto advance = [&]() {
+    if (++next_stage == kStages) {
+      next_stage = 0;
+      next_phase ^= 1;
+    }
+  };
+  StreamKPieces pieces(schedule, static_cast<int>(blockIdx.x));
+  StreamKPiece piece;
+  while (pieces.next(piece)) {
+    const TileCoord tile = grouped_tile(piece.tile, tiles_m, tiles_n, kMmaGroupM);
+    const int m0 = tile.m * kBN;
+    const int n0 = tile.n * kRows;
+    const int kt_begin = piece.kt_begin;
+    const int kt_count = piece.kt_end - piece.kt_begin;
 
     float acc[kBN / 2];
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.f;
-
     // `current` feeds the next dequantization, `next` holds the next group's constants.
-    auto starts_group = [&](int kt) {
-      return (kt * kWgmmaBK) >> w.group_shift != ((kt - 1) * kWgmmaBK) >> w.group_shift;
-    };
     TileConstants<T> current, next;
     load_tile_constants<T, L>(w, n0 + row, kt_begin, current);
     load_tile_constants<T, L>(w, n0 + row, kt_begin + min(1, kt_count - 1), next);
-    uint32_t frag[2][4][4] = {};
-    mbarrier_wait(&full_bar[0], 0);
-    dequantize_fragments<T, L>(smem + kXBytes, row, t, current, frag[0]);
-
-    // The x tile's descriptor in slot 0; slot s and k16 step j add (s * kStageBytes + 32 j) >> 4 to its
-    // start address field (shared addresses < 256 KiB: no carry out of the 14-bit field).
-    const uint64_t desc = smem_desc_128b_swizzle(smem);
-    // Slot of tile i, and slot and parity of tile i + 1 (the one dequantized during tile i).
-    int stage = 0;
-    int next_stage = 1;
-    uint32_t next_phase = 0;
+    uint32_t frag[2][4][4];
+    mbarrier_wait(&full_bar[next_stage], next_phase);
+    dequantize_fragments<T, L>(smem + next_stage * kStageBytes + kXBytes, row, t, current, frag[0]);
+    int stage = next_stage;  // slot of tile i
+    advance();
     auto iteration = [&](auto buffer_tag, int i) {
       constexpr int kBuf = decltype(buffer_tag)::value;
       const uint64_t slot_desc = desc + static_cast<uint32_t>(stage * (kStageBytes >> 4));
@@ -550,10 +604,7 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
         if (i + 2 < kt_count && starts_group(kt + 1)) load_tile_constants<T, L>(w, n0 + row, kt + 1, next);
         mbarrier_wait(&full_bar[next_stage], next_phase);
         dequantize_fragments<T, L>(smem + next_stage * kStageBytes + kXBytes, row, t, current, frag[kBuf ^ 1]);
-        if (++next_stage == kStages) {
-          next_stage = 0;
-          next_phase ^= 1;
-        }
+        advance();
       }
     };
     for (int i = 0; i < kt_count; i += 2) {
@@ -569,7 +620,14 @@ __global__ void __launch_bounds__(kWgmmaWsThreads, 1)
         for (int r = 0; r < 4; ++r) fence_register(frag[b][step][r]);
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) fence_register(acc[i]);
-    store_accumulators<T, kBN>(acc, n0 + row, m0, t, w.n, m_total, out, partial, split, k_splits);
+    // The piece's last tile is done with its slot.
+    mbarrier_arrive(&empty_bar[stage == 0 ? kStages - 1 : stage - 1]);
+    if (piece.slot < 0) {
+      store_accumulators<T, kBN>(acc, n0 + row, m0, t, w.n, m_total, out, nullptr, 0, 1);
+    } else {
+      store_piece<kBN, kRows>(acc, row, t,
+                              partial + (2 * static_cast<int64_t>(blockIdx.x) + piece.slot) * (kRows * kBN));
+    }
   }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL (the host launches this kernel only on such devices)
 }

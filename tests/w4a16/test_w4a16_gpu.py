@@ -169,9 +169,9 @@ def test_deterministic_and_misaligned_input(kernel: str) -> None:
 
 
 # The wgmma kernel's CTA tiles (weight rows x tokens) are 128 x 16, 128 x 64, 128 x 128 and 256 x 128:
-# M and N on both sides of each boundary, with partial tiles. wgmma_ws (128 x 64 up to M = 64, beyond
-# 128 x {64, 128, 256} by a cost model of the grid) takes 128 x 64 with split K for these small shapes;
-# its 128- and 256-token tiles are covered by the grid cases below.
+# M and N on both sides of each boundary, with partial tiles. wgmma_ws (192 x 64 up to M = 64, beyond
+# 128 x {128, 256} by a cost model) has fewer tiles than SMs here, so every tile goes through its
+# stream-K part (cut along K into pieces that stream_k_fixup_kernel adds up, or whole on one CTA).
 WGMMA_M = [1, 9, 16, 17, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 300, 383, 384, 511, 513]
 
 
@@ -199,10 +199,11 @@ def test_wgmma_odd_k_tiles(kernel: str, layout: str, dtype: torch.dtype) -> None
 
 # Beyond M = 64 the wgmma CTA tile depends on the grid (w4a16.cu, wgmma_tile): on a 132-SM H100 / H200
 # these (N, M) pairs give 128 x 64 (few CTAs: M = 300), 128 x 128 (M = 8000, 1000, 100) and 256 x 128
-# (M = 15000, 2000, 200), all with partial last tiles. wgmma_ws (plan_wgmma_ws): 128 x 64 (M = 300),
-# 128 x 128 (M = 8000, 2000, 100) and 128 x 256 (M = 15000, 1000, 200), partial last tiles.
-WGMMA_GRID_CASES = [(4 * 37, 300), (4 * 37, 8000), (4 * 37, 15000), (2052, 1000), (2052, 2000), (28672, 100),
-                    (28672, 200)]
+# (M = 15000, 2000, 200), all with partial last tiles. wgmma_ws (plan_wgmma_ws_tile) on 132 SMs: whole
+# waves of tiles and a stream-K rest (make_stream_k_schedule) with 192 x 64 (N = 28672, M = 33, 64:
+# 150 tiles), 128 x 128 (M = 100, 224 tiles) and 128 x 128 or 128 x 256 by the cost model (M >= 200).
+WGMMA_GRID_CASES = [(4 * 37, 300), (4 * 37, 8000), (4 * 37, 15000), (2052, 1000), (2052, 2000), (28672, 33),
+                    (28672, 64), (28672, 100), (28672, 200)]
 
 
 @pytest.mark.parametrize("kernel", WGMMA_KERNELS)

@@ -1,0 +1,111 @@
+// Persistent tile schedule of the wgmma_ws GEMM: whole tiles in full waves, then the rest cut along K
+// ("stream-K"), and the kernel that adds up the tiles it cuts.
+//
+// The work is `tiles` output tiles of `k_tiles` k tiles each. `ctas` persistent CTAs (one per SM):
+//  * data-parallel part: the tiles below dp_tiles (a whole number of waves of `ctas`); CTA c computes
+//    tiles c, c + ctas, c + 2 ctas, ... each over its full K and stores it as the output;
+//  * stream-K part: the remaining tiles (less than one wave) as one run of "units" (tile by tile, k tile
+//    by k tile), cut into sk_ctas contiguous ranges of equal length (+-1) for CTAs 0 .. sk_ctas - 1.
+// A partial last wave would leave SMs idle for a whole tile time (at 224 tiles on 132 SMs, 15% of the
+// kernel); here every CTA ends within a k tile of the others. A range covers a piece of its first tile,
+// whole tiles, and a piece of its last tile. A whole tile is stored as the output; a piece goes as fp32
+// into the CTA's partial slot 0 (first tile) or 1 (last tile), [2 * sk_ctas][tile elements], and
+// stream_k_fixup_kernel adds each cut tile's pieces in CTA order: deterministic, no atomics, no flags.
+// Every range holds at least one unit (sk_ctas <= units, see make_stream_k_schedule in w4a16.cu).
+#pragma once
+
+#include <cstdint>
+
+#include "common/cuda_utils.cuh"
+
+namespace awq {
+namespace w4a16 {
+
+struct StreamKSchedule {
+  int tiles;     // output tiles, in the grouped raster of grouped_tile
+  int k_tiles;   // k tiles per output tile
+  int ctas;      // the grid
+  int dp_tiles;  // tiles computed whole, in waves of `ctas`
+  int sk_ctas;   // CTAs sharing the units of tiles dp_tiles .. tiles - 1 (0: none)
+
+  // Units of the stream-K part (< 2^31: the host checks).
+  __host__ __device__ int sk_units() const { return (tiles - dp_tiles) * k_tiles; }
+  // First unit of CTA c's range (c <= sk_ctas); the range ends where c + 1's begins.
+  __host__ __device__ int sk_begin(int c) const {
+    return static_cast<int>(static_cast<int64_t>(c) * sk_units() / sk_ctas);
+  }
+  // The CTA whose range holds `unit`: the largest c with sk_begin(c) <= unit.
+  __host__ __device__ int sk_owner(int unit) const {
+    const int64_t c = ((unit + int64_t{1}) * sk_ctas - 1) / sk_units();
+    return static_cast<int>(c < sk_ctas - 1 ? c : sk_ctas - 1);
+  }
+};
+
+// A CTA's work item: k tiles [kt_begin, kt_end) of output tile `tile`; slot -1 = the whole tile (store the
+// output), 0 / 1 = a piece (store into the CTA's partial slot).
+struct StreamKPiece {
+  int tile, kt_begin, kt_end, slot;
+};
+
+// The pieces of CTA `cta` in order: its data-parallel tiles, then its stream-K range.
+class StreamKPieces {
+ public:
+  __device__ StreamKPieces(const StreamKSchedule& s, int cta)
+      : s_(s),
+        dp_tile_(cta),
+        unit_(cta < s.sk_ctas ? s.sk_begin(cta) : 0),
+        first_unit_(unit_),
+        end_unit_(cta < s.sk_ctas ? s.sk_begin(cta + 1) : 0) {}
+
+  __device__ bool next(StreamKPiece& piece) {
+    if (dp_tile_ < s_.dp_tiles) {
+      piece = {dp_tile_, 0, s_.k_tiles, -1};
+      dp_tile_ += s_.ctas;
+      return true;
+    }
+    if (unit_ >= end_unit_) return false;
+    const int tile = unit_ / s_.k_tiles;
+    const int tile_start = tile * s_.k_tiles;
+    const int kt_begin = unit_ - tile_start;
+    const int kt_end = min(end_unit_ - tile_start, s_.k_tiles);
+    const bool whole = kt_begin == 0 && kt_end == s_.k_tiles;
+    piece = {s_.dp_tiles + tile, kt_begin, kt_end, whole ? -1 : (unit_ == first_unit_ ? 0 : 1)};
+    unit_ = tile_start + kt_end;
+    return true;
+  }
+
+ private:
+  StreamKSchedule s_;
+  int dp_tile_;
+  int unit_, first_unit_, end_unit_;
+};
+
+// One CTA per stream-K tile (blockIdx.x = tile - dp_tiles): if the tile was cut, the sum of its pieces in
+// CTA order, rounded to T, into out [M, N]. A tile is `rows` weight rows x `tokens` tokens; a partial slot
+// holds element (token m, row n) at m * rows + n. Tiles one CTA computed whole were stored by it.
+template <typename T>
+__global__ void stream_k_fixup_kernel(const float* __restrict__ partial, T* __restrict__ out, StreamKSchedule s,
+                                      int rows, int tokens, int tiles_m, int tiles_n, int group_m, int m_total,
+                                      int n_total) {
+  const int first_unit = static_cast<int>(blockIdx.x) * s.k_tiles;
+  const int first_cta = s.sk_owner(first_unit);
+  const int last_cta = s.sk_owner(first_unit + s.k_tiles - 1);
+  if (first_cta == last_cta) return;
+  const TileCoord tile = grouped_tile(s.dp_tiles + static_cast<int>(blockIdx.x), tiles_m, tiles_n, group_m);
+  const int tile_elements = rows * tokens;
+  for (int e = static_cast<int>(threadIdx.x); e < tile_elements; e += static_cast<int>(blockDim.x)) {
+    const int m = tile.m * tokens + e / rows;
+    const int n = tile.n * rows + e % rows;
+    if (m >= m_total || n >= n_total) continue;
+    float sum = 0.f;
+    for (int c = first_cta; c <= last_cta; ++c) {
+      // The tile is CTA c's first piece if c's range starts inside it, else its last.
+      const int slot = s.sk_begin(c) >= first_unit ? 0 : 1;
+      sum += partial[(2 * static_cast<int64_t>(c) + slot) * tile_elements + e];
+    }
+    out[static_cast<int64_t>(m) * n_total + n] = from_float<T>(sum);
+  }
+}
+
+}  // namespace w4a16
+}  // namespace awq
