@@ -80,30 +80,49 @@ class StreamKPieces {
   int unit_, first_unit_, end_unit_;
 };
 
-// One CTA per stream-K tile (blockIdx.x = tile - dp_tiles): if the tile was cut, the sum of its pieces in
-// CTA order, rounded to T, into out [M, N]. A tile is `rows` weight rows x `tokens` tokens; a partial slot
-// holds element (token m, row n) at m * rows + n. Tiles one CTA computed whole were stored by it.
+// Grid (stream-K tiles, chunks): block (x, y) adds up the pieces of tile dp_tiles + x, if it was cut, for
+// its y-th share of the tile's elements, in CTA order, rounded to T into out [M, N]. A tile is `rows` weight
+// rows x `tokens` tokens; a partial slot holds element (token m, row n) at m * rows + n. Tiles one CTA
+// computed whole were stored by it. Four consecutive rows per thread (N % 4 == 0: all in or all out).
+constexpr int kFixupMaxPieces = 64;
 template <typename T>
-__global__ void stream_k_fixup_kernel(const float* __restrict__ partial, T* __restrict__ out, StreamKSchedule s,
-                                      int rows, int tokens, int tiles_m, int tiles_n, int group_m, int m_total,
-                                      int n_total) {
+__global__ void __launch_bounds__(256) stream_k_fixup_kernel(const float* __restrict__ partial, T* __restrict__ out,
+                                                             StreamKSchedule s, int rows, int tokens, int tiles_m,
+                                                             int tiles_n, int group_m, int m_total, int n_total) {
   const int first_unit = static_cast<int>(blockIdx.x) * s.k_tiles;
   const int first_cta = s.sk_owner(first_unit);
-  const int last_cta = s.sk_owner(first_unit + s.k_tiles - 1);
-  if (first_cta == last_cta) return;
-  const TileCoord tile = grouped_tile(s.dp_tiles + static_cast<int>(blockIdx.x), tiles_m, tiles_n, group_m);
+  const int pieces = s.sk_owner(first_unit + s.k_tiles - 1) - first_cta + 1;
+  if (pieces == 1) return;
   const int tile_elements = rows * tokens;
-  for (int e = static_cast<int>(threadIdx.x); e < tile_elements; e += static_cast<int>(blockDim.x)) {
+  // Where each piece's slot starts: the tile is CTA c's first piece if c's range starts inside it, else
+  // its last (the host keeps pieces <= kFixupMaxPieces).
+  __shared__ int64_t slot_start[kFixupMaxPieces];
+  for (int i = static_cast<int>(threadIdx.x); i < pieces; i += static_cast<int>(blockDim.x)) {
+    const int c = first_cta + i;
+    slot_start[i] = (2 * static_cast<int64_t>(c) + (s.sk_begin(c) >= first_unit ? 0 : 1)) * tile_elements;
+  }
+  __syncthreads();
+  const TileCoord tile = grouped_tile(s.dp_tiles + static_cast<int>(blockIdx.x), tiles_m, tiles_n, group_m);
+  const int per_chunk = (tile_elements / 4 + gridDim.y - 1) / gridDim.y * 4;
+  const int chunk_end = min(tile_elements, (static_cast<int>(blockIdx.y) + 1) * per_chunk);
+  for (int e = static_cast<int>(blockIdx.y) * per_chunk + 4 * static_cast<int>(threadIdx.x); e < chunk_end;
+       e += 4 * static_cast<int>(blockDim.x)) {
     const int m = tile.m * tokens + e / rows;
     const int n = tile.n * rows + e % rows;
     if (m >= m_total || n >= n_total) continue;
-    float sum = 0.f;
-    for (int c = first_cta; c <= last_cta; ++c) {
-      // The tile is CTA c's first piece if c's range starts inside it, else its last.
-      const int slot = s.sk_begin(c) >= first_unit ? 0 : 1;
-      sum += partial[(2 * static_cast<int64_t>(c) + slot) * tile_elements + e];
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int i = 0; i < pieces; ++i) {
+      const float4 v = *reinterpret_cast<const float4*>(partial + slot_start[i] + e);
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
     }
-    out[static_cast<int64_t>(m) * n_total + n] = from_float<T>(sum);
+    T* dst = out + static_cast<int64_t>(m) * n_total + n;
+    dst[0] = from_float<T>(sum.x);
+    dst[1] = from_float<T>(sum.y);
+    dst[2] = from_float<T>(sum.z);
+    dst[3] = from_float<T>(sum.w);
   }
 }
 

@@ -395,24 +395,38 @@ void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Ten
 }
 
 // The warp-specialized kernel's persistent schedule (stream_k.cuh) of `tiles` output tiles x `k_tiles`
-// on one CTA per SM: whole waves of tiles, then the rest cut into one K range per CTA. Pieces of fewer
-// than 8 k tiles are not cut (per piece: a pipeline restart and an fp32 tile written and read back);
-// every range holds at least one unit. A caller's split (gemm_forward_cuda's split_k_iters, tuned for the
-// original kernel; WQLinear passes 8) caps the CTAs sharing the cut tiles at split_k_iters per tile.
-w4a16::StreamKSchedule make_stream_k_schedule(int64_t tiles, int64_t k_tiles, int sms, int64_t user_splits) {
+// on one CTA per SM: whole waves of tiles, then the rest of the tiles in K ranges, one per CTA.
+//  * `balance`: ranges of equal length over all SMs, so that every CTA ends together. Pieces of fewer
+//    than 8 k tiles are not cut (per piece: a pipeline restart and an fp32 tile written and read
+//    back), nor a tile into more than 16 ranges (pieces per tile <= 16 + 2 <= kFixupMaxPieces).
+//  * otherwise the rest tiles are split into equal K ranges, as many per tile as the SMs allow (none
+//    if the rest is more than half a wave). CTAs that start a range at the same k share the
+//    activation tiles of that k in L2, which balanced ranges (scattered k) do not.
+// A caller's split (gemm_forward_cuda's split_k_iters, tuned for the original kernel; WQLinear passes
+// 8) caps the ranges per cut tile.
+w4a16::StreamKSchedule make_stream_k_schedule(int64_t tiles, int64_t k_tiles, int sms, bool balance,
+                                              int64_t user_splits) {
   constexpr int64_t kMinPieceKTiles = 8;
+  constexpr int64_t kMaxRangesPerTile = 16;
   const int64_t waves = tiles / sms;
   const int64_t rest = tiles - waves * sms;
   TORCH_CHECK(rest * k_tiles <= std::numeric_limits<int32_t>::max(), "w4a16: K = ", k_tiles * w4a16::kWgmmaBK,
               " is too long for the wgmma_ws schedule (at most 2^31 k tiles of 64 in a partial wave)");
+  const int64_t max_ranges = user_splits > 0 ? std::min(user_splits, kMaxRangesPerTile) : kMaxRangesPerTile;
   int64_t sk_ctas = 0;
-  if (rest > 0) {
-    sk_ctas = std::clamp<int64_t>(rest * k_tiles / std::min(k_tiles, kMinPieceKTiles), 1, sms);
-    if (user_splits > 0) sk_ctas = std::min(sk_ctas, rest * user_splits);
+  if (rest > 0 && balance) {
+    sk_ctas = std::min({rest * k_tiles / std::min(k_tiles, kMinPieceKTiles), int64_t{sms}, rest * max_ranges});
+  } else if (rest > 0) {
+    sk_ctas = rest * std::min({sms / rest, std::max<int64_t>(1, k_tiles / kMinPieceKTiles), max_ranges});
   }
   return {static_cast<int>(tiles), static_cast<int>(k_tiles), static_cast<int>(waves > 0 ? sms : sk_ctas),
           static_cast<int>(waves * sms), static_cast<int>(sk_ctas)};
 }
+
+// Balanced ranges for the 64-token tile (weight streaming: pieces of 48 KiB of fp32) when all of x
+// stays in L2 (<= 16 MiB); the larger tiles' pieces cost more traffic than the balance gains
+// (S8-3: M = 256 on 8192 x 28672, pieces of 128 KiB, fixup 20 us of 206).
+bool balance_wgmma_ws(int bn, int64_t m, int64_t k) { return bn == 64 && m * k * 2 <= (int64_t{16} << 20); }
 
 int64_t wgmma_ws_rows(int bn) {
   return bn == 64 ? w4a16::wgmma_ws_rows<64>() : (bn == 128 ? w4a16::wgmma_ws_rows<128>() : w4a16::wgmma_ws_rows<256>());
@@ -430,10 +444,11 @@ int plan_wgmma_ws_tile(int64_t m, int64_t n, int64_t k, int sms, int64_t user_sp
   for (const int bn : {128, 256}) {
     const int64_t rows = wgmma_ws_rows(bn);
     const int64_t tiles = (m + bn - 1) / bn * ((n + rows - 1) / rows);
-    const w4a16::StreamKSchedule s = make_stream_k_schedule(tiles, k_tiles, sms, user_splits);
+    const w4a16::StreamKSchedule s =
+        make_stream_k_schedule(tiles, k_tiles, sms, balance_wgmma_ws(bn, m, k), user_splits);
     const int64_t sk_units = s.sk_ctas > 0 ? (s.sk_units() + s.sk_ctas - 1) / s.sk_ctas : 0;
     const int64_t units = s.dp_tiles / s.ctas * k_tiles + sk_units;
-    const int64_t pieces = s.sk_ctas > 1 ? s.sk_ctas + (s.tiles - s.dp_tiles) : 0;
+    const int64_t pieces = s.sk_ctas > s.tiles - s.dp_tiles ? s.sk_ctas + (s.tiles - s.dp_tiles) : 0;
     const double cost = static_cast<double>(units) * std::max(4.0 * bn, 640.0) +
                         static_cast<double>(pieces) * rows * bn * 8.0 / 1900.0;
     if (best == 0 || cost < best_cost) {
@@ -453,7 +468,8 @@ void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
   const int64_t tiles = tiles_m * tiles_n;
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
   const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
-  const w4a16::StreamKSchedule schedule = make_stream_k_schedule(tiles, k_tiles, sms, user_splits);
+  const w4a16::StreamKSchedule schedule =
+      make_stream_k_schedule(tiles, k_tiles, sms, balance_wgmma_ws(kBN, p.m, p.k), user_splits);
   // x [M, K] in boxes of kBN tokens x 64 k with the 128-byte swizzle the wgmma descriptor reads; the
   // packed weight as bytes in boxes of one k tile of kRows rows, in the layout's own order.
   CUtensorMap x_map;
@@ -467,8 +483,8 @@ void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     sm90::encode_tensor_map_2d(&w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, w.qweight, p.n, p.k / 2, p.k / 2, kRows,
                                w4a16::kWgmmaBK / 2, CU_TENSOR_MAP_SWIZZLE_NONE);
   }
-  // Two fp32 piece slots per CTA of the stream-K part (a single CTA there cuts nothing).
-  const bool cuts = schedule.sk_ctas > 1;
+  // Two fp32 piece slots per CTA of the stream-K part (one range per rest tile cuts nothing).
+  const bool cuts = schedule.sk_ctas > schedule.tiles - schedule.dp_tiles;
   at::Tensor partial;
   if (cuts) partial = at::empty({2 * schedule.sk_ctas, kRows * kBN}, p.x.options().dtype(at::kFloat));
   constexpr int kSmem = w4a16::wgmma_ws_smem_bytes<kBN>();
@@ -479,10 +495,14 @@ void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
       static_cast<int>(p.m), schedule);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (cuts) {
-    w4a16::stream_k_fixup_kernel<T><<<static_cast<unsigned>(schedule.tiles - schedule.dp_tiles), 256, 0, stream>>>(
-        partial.data_ptr<float>(), static_cast<T*>(out.data_ptr()), schedule, static_cast<int>(kRows), kBN,
-        static_cast<int>(tiles_m), static_cast<int>(tiles_n), w4a16::kMmaGroupM, static_cast<int>(p.m),
-        static_cast<int>(p.n));
+    // Each cut tile's elements in chunks of >= 1024, about two blocks per SM in all.
+    const int rest = schedule.tiles - schedule.dp_tiles;
+    const int chunks = static_cast<int>(std::clamp<int64_t>(2 * sms / rest, 1, kRows * kBN / 1024));
+    w4a16::stream_k_fixup_kernel<T><<<dim3(static_cast<unsigned>(rest), static_cast<unsigned>(chunks)), 256, 0,
+                                      stream>>>(partial.data_ptr<float>(), static_cast<T*>(out.data_ptr()), schedule,
+                                                static_cast<int>(kRows), kBN, static_cast<int>(tiles_m),
+                                                static_cast<int>(tiles_n), w4a16::kMmaGroupM, static_cast<int>(p.m),
+                                                static_cast<int>(p.n));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
