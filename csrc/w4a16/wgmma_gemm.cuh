@@ -495,10 +495,8 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
     int stage = 0;
     uint32_t phase = 0;  // parity of the slot's current round
     int issued = 0;
-    StreamKPieces pieces(schedule, static_cast<int>(blockIdx.x));
-    StreamKPiece piece;
-    while (pieces.next(piece)) {
-      const TileCoord tile = grouped_tile(piece.tile, tiles_m, tiles_n, kMmaGroupM);
+    for_each_piece(schedule, static_cast<int>(blockIdx.x), [&](int tile_index, int kt_begin, int kt_end, int) {
+      const TileCoord tile = grouped_tile(tile_index, tiles_m, tiles_n, kMmaGroupM);
       const int m0 = tile.m * kBN;
       const int n0 = tile.n * kRows;
       // Weight box coordinates: (byte in the packed row, packed row) of the tile's first chunk.
@@ -507,7 +505,7 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
       const T* scales = w.scales + n0;
       const T* zeros = static_cast<const T*>(w.zeros) + n0;
       const int last_row = min(kRows, w.n - n0) - 1;
-      for (int kt = piece.kt_begin; kt < piece.kt_end; ++kt, ++issued) {
+      for (int kt = kt_begin; kt < kt_end; ++kt, ++issued) {
         // Round r >= 1 of a slot reuses it once the consumers released round r - 1.
         if (issued >= kStages) mbarrier_wait(&empty_bar[stage], phase ^ 1);
         uint8_t* slot = smem + stage * kStageBytes;
@@ -520,7 +518,7 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
           // Prefetched into L2 here, kStages tiles ahead: every 128 bytes of the CTA's columns.
           const int first = (kt * kWgmmaBK) >> w.group_shift;
           const int last = min((kt * kWgmmaBK + kWgmmaBK - 1) >> w.group_shift, w.groups - 1);
-          if (kt == piece.kt_begin || first != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
+          if (kt == kt_begin || first != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
             for (int g = min(first, w.groups - 1); g <= last; ++g) {
               for (int offset = 0; offset < kRows + 63; offset += 64) {
                 prefetch_l2(scales + g * w.scale_stride + min(offset, last_row));
@@ -534,7 +532,7 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
           phase ^= 1;
         }
       }
-    }
+    });
     return;
   }
 
@@ -560,14 +558,11 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
       next_phase ^= 1;
     }
   };
-  StreamKPieces pieces(schedule, static_cast<int>(blockIdx.x));
-  StreamKPiece piece;
-  while (pieces.next(piece)) {
-    const TileCoord tile = grouped_tile(piece.tile, tiles_m, tiles_n, kMmaGroupM);
+  for_each_piece(schedule, static_cast<int>(blockIdx.x), [&](int tile_index, int kt_begin, int kt_end, int slot) {
+    const TileCoord tile = grouped_tile(tile_index, tiles_m, tiles_n, kMmaGroupM);
     const int m0 = tile.m * kBN;
     const int n0 = tile.n * kRows;
-    const int kt_begin = piece.kt_begin;
-    const int kt_count = piece.kt_end - piece.kt_begin;
+    const int kt_count = kt_end - kt_begin;
 
     float acc[kBN / 2];
 #pragma unroll
@@ -622,13 +617,12 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
     for (int i = 0; i < kBN / 2; ++i) fence_register(acc[i]);
     // The piece's last tile is done with its slot.
     mbarrier_arrive(&empty_bar[stage == 0 ? kStages - 1 : stage - 1]);
-    if (piece.slot < 0) {
+    if (slot < 0) {
       store_accumulators<T, kBN>(acc, n0 + row, m0, t, w.n, m_total, out, nullptr, 0, 1);
     } else {
-      store_piece<kBN, kRows>(acc, row, t,
-                              partial + (2 * static_cast<int64_t>(blockIdx.x) + piece.slot) * (kRows * kBN));
+      store_piece<kBN, kRows>(acc, row, t, partial + (2 * static_cast<int64_t>(blockIdx.x) + slot) * (kRows * kBN));
     }
-  }
+  });
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL (the host launches this kernel only on such devices)
 }
 
