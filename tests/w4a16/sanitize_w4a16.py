@@ -4,7 +4,8 @@
     compute-sanitizer --tool racecheck python tests/w4a16/sanitize_w4a16.py
 
 The shapes have N and K tails (N = 4 * 37, K = 64 * 21 or 128 * 11) and M tails, and one long-K shape
-so that the split-K paths (fp32 partials and their reduction) run too.
+so that the split-K paths (fp32 partials and their reduction) run too; on sm_90a one wide shape
+(N = 28672) gives wgmma_ws whole waves of tiles before its stream-K rest.
 """
 
 from __future__ import annotations
@@ -22,23 +23,28 @@ from awq_kernels.quantization import pack_format_b, pack_format_c  # noqa: E402
 from tests.utils import sm90a_runs  # noqa: E402
 
 
+def random_packed(n: int, k: int, g: int, layout: str, dtype: torch.dtype) -> list[torch.Tensor]:
+    """qweight, scales, zeros of a random weight [N, K] in `layout`, on the GPU."""
+    q = torch.randint(0, 16, (n, k), dtype=torch.uint8)
+    z = torch.randint(0, 16, (n, k // g), dtype=torch.uint8)
+    s = torch.rand(n, k // g) * 0.02 + 0.002
+    if layout == "v2":
+        return [t.cuda() for t in pack_format_c(q, z, s, g, dtype)]
+    b = pack_format_b(q, z, s, g, dtype)
+    return [b.qweight.cuda(), b.scales.cuda(), b.qzeros.cuda()]
+
+
 def main() -> None:
     torch.manual_seed(0)
     # The Hopper kernels where they can run (sm_90a build, compute capability 9.0): wgmma's tiles
-    # 128 x 16 .. 128, wgmma_ws's 128 x 64 (M = 1 .. 17), 128 (70), 128 (300: three token tiles).
+    # 128 x 16 .. 128; wgmma_ws's 192 x 64 (M <= 64) and 128 x 128 / 256 with fewer tiles than SMs
+    # (its stream-K part alone: cut tiles and their fixup).
     wgmma = ("wgmma", "wgmma_ws") if sm90a_runs() else ()
     for layout in ("v2", "v1"):
         for dtype in (torch.float16, torch.bfloat16):
             for g in (32, 64, 128):
                 for n, k in ((4 * 37, 64 * 21 if g != 128 else 128 * 11), (64, 8192)):
-                    q = torch.randint(0, 16, (n, k), dtype=torch.uint8)
-                    z = torch.randint(0, 16, (n, k // g), dtype=torch.uint8)
-                    s = torch.rand(n, k // g) * 0.02 + 0.002
-                    if layout == "v2":
-                        packed = [t.cuda() for t in pack_format_c(q, z, s, g, dtype)]
-                    else:
-                        b = pack_format_b(q, z, s, g, dtype)
-                        packed = [b.qweight.cuda(), b.scales.cuda(), b.qzeros.cuda()]
+                    packed = random_packed(n, k, g, layout, dtype)
                     for m in (1, 3, 12, 17, 70, 300, 600):
                         x = torch.randn(m, k, dtype=dtype, device="cuda")
                         for kernel in ("gemv", "gemv_shared_x", "mma", "portable") + wgmma:
@@ -49,6 +55,11 @@ def main() -> None:
                         elif g == 128:
                             aie.gemm_forward_cuda_new(x, *packed)
                             aie.gemv_forward_cuda_new(x, *packed, m, n, k, g)
+            if wgmma:  # whole waves, then the stream-K rest: 150 tiles of 192 x 64 (M = 64), 224 of 128 x 128
+                packed = random_packed(28672, 640, 128, layout, dtype)
+                for m in (64, 100):
+                    x = torch.randn(m, 640, dtype=dtype, device="cuda")
+                    ops.w4a16_gemm(x, *packed, group_size=128, layout=layout, kernel="wgmma_ws")
     torch.cuda.synchronize()
     print(f"sanitize_w4a16: all kernels ran (wgmma: {'yes' if wgmma else 'no, not an sm_90a build on sm_90'})")
 
