@@ -362,6 +362,18 @@ WgmmaTile wgmma_tile(int64_t m, int64_t n, int sms) {
   return {1, 64};
 }
 
+// Output tiles of bn tokens x `rows` weight rows, and k tiles of 64, of a wgmma GEMM.
+struct WgmmaTiles {
+  int64_t tiles_m, tiles_n, tiles, k_tiles;
+};
+WgmmaTiles wgmma_tiles(const Problem& p, int64_t bn, int64_t rows) {
+  const int64_t tiles_m = (p.m + bn - 1) / bn;
+  const int64_t tiles_n = (p.n + rows - 1) / rows;
+  TORCH_CHECK(tiles_m * tiles_n <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m,
+              ")");
+  return {tiles_m, tiles_n, tiles_m * tiles_n, (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK};
+}
+
 // 256 threads and up to 181 KiB of shared memory (1 CTA per SM from a 128-token tile; 2 below): the
 // largest K split whose CTAs still fit in one wave of CTA slots (more would leave a partial second
 // wave), keeping at least 8 k tiles (512 of K) per split so that the ring fills. It splits only grids
@@ -371,12 +383,9 @@ WgmmaTile wgmma_tile(int64_t m, int64_t n, int sms) {
 template <typename T, Layout L, int kRT, int kBN>
 void launch_wgmma(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                   int64_t user_splits, cudaStream_t stream) {
-  constexpr int64_t kRows = w4a16::wgmma_rows<kRT>();
-  const int64_t m_tiles = (p.m + kBN - 1) / kBN;
-  const int64_t n_tiles = (p.n + kRows - 1) / kRows;
-  const int64_t tiles = m_tiles * n_tiles;
-  TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
-  const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  const WgmmaTiles grid = wgmma_tiles(p, kBN, w4a16::wgmma_rows<kRT>());
+  const int64_t tiles = grid.tiles;
+  const int64_t k_tiles = grid.k_tiles;
   const int64_t slots = (kBN <= 64 ? 2 : 1) * static_cast<int64_t>(sms);
   int64_t own = 1;
   while (tiles * (own + 1) <= slots && k_tiles / (own + 1) >= 8 && own < 65535) ++own;
@@ -463,13 +472,9 @@ template <typename T, Layout L, int kBN>
 void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      int64_t user_splits, cudaStream_t stream) {
   constexpr int64_t kRows = w4a16::wgmma_ws_rows<kBN>();
-  const int64_t tiles_m = (p.m + kBN - 1) / kBN;
-  const int64_t tiles_n = (p.n + kRows - 1) / kRows;
-  const int64_t tiles = tiles_m * tiles_n;
-  TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "w4a16: too many output tiles (M = ", p.m, ")");
-  const int64_t k_tiles = (p.k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+  const WgmmaTiles grid = wgmma_tiles(p, kBN, kRows);
   const w4a16::StreamKSchedule schedule =
-      make_stream_k_schedule(tiles, k_tiles, sms, balance_wgmma_ws(kBN, p.m, p.k), user_splits);
+      make_stream_k_schedule(grid.tiles, grid.k_tiles, sms, balance_wgmma_ws(kBN, p.m, p.k), user_splits);
   // x [M, K] in boxes of kBN tokens x 64 k with the 128-byte swizzle the wgmma descriptor reads; the
   // packed weight as bytes in boxes of one k tile of kRows rows, in the layout's own order.
   CUtensorMap x_map;
@@ -500,8 +505,8 @@ void launch_wgmma_ws(const Problem& p, const w4a16::WeightArgs<T>& w, const at::
     const int chunks = static_cast<int>(std::clamp<int64_t>(2 * sms / rest, 1, kRows * kBN / 1024));
     w4a16::stream_k_fixup_kernel<T><<<dim3(static_cast<unsigned>(rest), static_cast<unsigned>(chunks)), 256, 0,
                                       stream>>>(partial.data_ptr<float>(), static_cast<T*>(out.data_ptr()), schedule,
-                                                static_cast<int>(kRows), kBN, static_cast<int>(tiles_m),
-                                                static_cast<int>(tiles_n), w4a16::kMmaGroupM, static_cast<int>(p.m),
+                                                static_cast<int>(kRows), kBN, static_cast<int>(grid.tiles_m),
+                                                static_cast<int>(grid.tiles_n), w4a16::kMmaGroupM, static_cast<int>(p.m),
                                                 static_cast<int>(p.n));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
