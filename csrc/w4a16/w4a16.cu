@@ -437,11 +437,7 @@ w4a16::StreamKSchedule make_stream_k_schedule(int64_t tiles, int64_t k_tiles, in
 // (S8-3: M = 256 on 8192 x 28672, pieces of 128 KiB, fixup 20 us of 206).
 bool balance_wgmma_ws(int bn, int64_t m, int64_t k) { return bn == 64 && m * k * 2 <= (int64_t{16} << 20); }
 
-int64_t wgmma_ws_rows(int bn) {
-  return bn == 64 ? w4a16::wgmma_ws_rows<64>() : (bn == 128 ? w4a16::wgmma_ws_rows<128>() : w4a16::wgmma_ws_rows<256>());
-}
-
-// Token tile of the warp-specialized kernel: 64 up to M = 64 (weight streaming, 256 weight rows per CTA);
+// Token tile of the warp-specialized kernel: 64 up to M = 64 (weight streaming, 192 weight rows per CTA);
 // beyond, 128 or 256 tokens (128 rows), whichever has the least estimated time: k tiles per CTA x
 // clocks per k tile (the HGMMA's 4 * bn, at least ~640: the consumers' issue), plus the cut tiles'
 // fp32 pieces written and read at ~1.9 KB per clock of DRAM bandwidth.
@@ -450,8 +446,9 @@ int plan_wgmma_ws_tile(int64_t m, int64_t n, int64_t k, int sms, int64_t user_sp
   const int64_t k_tiles = (k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
   int best = 0;
   double best_cost = 0.0;
+  static_assert(w4a16::wgmma_ws_rows<128>() == w4a16::wgmma_ws_rows<256>(), "one row count for both candidates");
+  constexpr int64_t rows = w4a16::wgmma_ws_rows<256>();
   for (const int bn : {128, 256}) {
-    const int64_t rows = wgmma_ws_rows(bn);
     const int64_t tiles = (m + bn - 1) / bn * ((n + rows - 1) / rows);
     const w4a16::StreamKSchedule s =
         make_stream_k_schedule(tiles, k_tiles, sms, balance_wgmma_ws(bn, m, k), user_splits);
