@@ -9,10 +9,11 @@
 //    The host picks sk_ctas (make_stream_k_schedule in w4a16.cu): all SMs, so that every CTA ends
 //    within a k tile of the others where a partial last wave would leave SMs idle for a whole tile time
 //    (224 tiles on 132 SMs: 15% of the kernel), or a whole number of ranges per tile, which start at
-//    the same k in every cut tile. A range covers a piece of its first tile,
-// whole tiles, and a piece of its last tile. A whole tile is stored as the output; a piece goes as fp32
-// into the CTA's partial slot 0 (first tile) or 1 (last tile), [2 * sk_ctas][tile elements], and
-// stream_k_fixup_kernel adds each cut tile's pieces in CTA order: deterministic, no atomics, no flags.
+//    the same k in every cut tile.
+// A range covers a piece of its first tile, whole tiles, and a piece of its last tile. A whole tile is
+// stored as the output; a piece goes as fp32 into the CTA's partial slot 0 (first tile) or 1 (last
+// tile), [2 * sk_ctas][tile elements], and stream_k_fixup_kernel adds each cut tile's pieces in CTA
+// order: deterministic, no atomics, no flags.
 // Every range holds at least one unit (sk_ctas <= units, see make_stream_k_schedule in w4a16.cu).
 #pragma once
 

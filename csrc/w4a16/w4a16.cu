@@ -417,6 +417,7 @@ w4a16::StreamKSchedule make_stream_k_schedule(int64_t tiles, int64_t k_tiles, in
                                               int64_t user_splits) {
   constexpr int64_t kMinPieceKTiles = 8;
   constexpr int64_t kMaxRangesPerTile = 16;
+  static_assert(kMaxRangesPerTile + 2 <= w4a16::kFixupMaxPieces, "pieces of a cut tile: its ranges + 2");
   const int64_t waves = tiles / sms;
   const int64_t rest = tiles - waves * sms;
   TORCH_CHECK(rest * k_tiles <= std::numeric_limits<int32_t>::max(), "w4a16: K = ", k_tiles * w4a16::kWgmmaBK,

@@ -381,7 +381,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, kBN <= 64 ? 2 : 1)
 
 // ---- Warp-specialized variant ("wgmma_ws"): TMA producer, mbarrier ring, persistent CTAs.
 //
-// CTA: kWarpgroups consumer warpgroups of 64 weight rows each (kRows = 64 * kWarpgroups) x kBN tokens,
+// CTA: wgmma_ws_warpgroups<kBN>() consumer warpgroups of 64 weight rows each (kRows) x kBN tokens,
 // then a producer warpgroup; K in 64-wide tiles through a kStages-deep ring of shared-memory slots:
 //  * the producer warpgroup's first thread. Per k tile it waits until the tile's slot is free (`empty`,
 //    released by all consumer threads), announces the slot's bytes on `full` and issues two TMA
