@@ -11,7 +11,8 @@
 // of the T constant 1024 (fp16) or 128 (bf16) is the exact value 1024 + q (128 + q); then
 // w = (that - sub) * s + add with one rounding in T: v2 sub = magic, add = scaled zero (the original's
 // fma(q, s, sz)); v1 sub = magic + z, add = 0 (s * (q - z)). v2 gives a thread's fragment for two k16
-// steps from one 32-bit word (layouts.cuh); v1 gives a k pair from one byte.
+// steps from one 32-bit word (layouts.cuh); v1 gives a k pair from one byte (in fp16 with the pair's
+// second code left in place under the magic 64: MmaWeight<Layout::kV1>).
 // Split K (blockIdx.y) writes fp32 partials that reduce_splits_kernel sums in order.
 #pragma once
 
@@ -44,7 +45,8 @@ struct MmaTypes<half> {
   static constexpr float kMagicValue = 1024.f;
   static constexpr uint32_t kOnes = 0x3C003C00u;  // fp16 1.0 in both halves
   // A code in bits 4..7 of a half ORed into fp16 64 (0x5400, ulp 1/16) reads as 64 + q: the odd
-  // nibble pairs of a word need no shift (mma_gemv.cuh). bf16 has no such exponent (its 7-bit
+  // nibble pairs of a word (mma_gemv.cuh) and a Format B byte's second code (MmaWeight<Layout::kV1>)
+  // need no shift. bf16 has no such exponent (its 7-bit
   // mantissa ends at bit 6), so there every pair is shifted down to bits 0..3.
   static constexpr bool kInPlaceHighNibble = true;
   static constexpr uint32_t kMagicHigh = 0x54005400u;
@@ -99,25 +101,26 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t biased, typename MmaTy
 }
 
 // The constants of dequant_pair for column n and group g: v2 sub = magic, add = scaled zero; v1
-// sub = magic + z (exact: 1024 + z in fp16, 128 + z in bf16), add = 0.
+// sub = magic + z per half (exact: 1024 + z and 64 + z in fp16, 128 + z in bf16), add = 0.
 template <typename T, Layout L>
 __device__ __forceinline__ void dequant_constants(const WeightArgs<T>& w, int n, int g, typename MmaTypes<T>::T2& sub,
                                                   typename MmaTypes<T>::T2& scale, typename MmaTypes<T>::T2& add) {
   T s, a;
-  float sub_value = MmaTypes<T>::kMagicValue;
+  float zero = 0.f;
   if constexpr (L == Layout::kV2) {
     s = w.scales[g * w.scale_stride + n];
     a = static_cast<const T*>(w.zeros)[g * w.zero_stride + n];
   } else {
     s = w.scales[n * w.scale_stride + g];
     a = from_float<T>(0.f);
-    sub_value += static_cast<float>(
+    zero = static_cast<float>(
         LayoutTraits<Layout::kV1>::zero_point(static_cast<const int32_t*>(w.zeros), w.zero_stride, n, g));
   }
-  const T sub1 = from_float<T>(sub_value);
   scale = {s, s};
   add = {a, a};
-  sub = {sub1, sub1};
+  // A v1 pair's second code is biased by kMagicHighValue (MmaWeight<Layout::kV1>; = kMagicValue in bf16).
+  sub = {from_float<T>(MmaTypes<T>::kMagicValue + zero),
+         from_float<T>((L == Layout::kV1 ? MmaTypes<T>::kMagicHighValue : MmaTypes<T>::kMagicValue) + zero)};
 }
 
 #endif  // __CUDA_ARCH__ >= 800
@@ -136,9 +139,10 @@ struct MmaWeight<Layout::kV2> {
     return qweight + static_cast<int64_t>(valid ? nb : 0) * (2 * static_cast<int64_t>(k)) + kt * 128 + (c % 8) * 16;
   }
   // Biased code pairs of column nl (tile-local) for the four k16 steps: pairs[step][0] holds k = 2t,
-  // 2t+1 and pairs[step][1] k = 2t+8, 2t+9 (t = lane % 4).
-  template <uint32_t kMagic>
+  // 2t+1 and pairs[step][1] k = 2t+8, 2t+9 (t = lane % 4), each code under the magic of T.
+  template <typename T>
   __device__ static void fragment(const uint8_t* tile, int nl, int t, uint32_t (&pairs)[4][2]) {
+    constexpr uint32_t kMagic = MmaTypes<T>::kMagic;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const uint32_t word = *reinterpret_cast<const uint32_t*>(tile + (nl >> 2) * 128 + (nl & 3) * 32 + h * 16 + t * 4);
@@ -160,20 +164,31 @@ struct MmaWeight<Layout::kV1> {
     valid = row < n && k32 < k;
     return qweight + (valid ? static_cast<int64_t>(row) * (k / 2) + k32 / 2 : 0);
   }
-  template <uint32_t kMagic>
+  // As MmaWeight<Layout::kV2>::fragment, except that in fp16 a pair's second code (high half) sits in
+  // bits 4-7 of its half under the magic 64 (ulp 1/16: 0x5400 | q << 4 reads as 64 + q), which saves
+  // the shifts that would move it down; dequant_constants subtracts 64 + z there. bf16 has no such
+  // exponent (its mantissa ends at bit 6): both codes under 128, the high one shifted down.
+  template <typename T>
   __device__ static void fragment(const uint8_t* tile, int nl, int t, uint32_t (&pairs)[4][2]) {
     const uint4 row0 = *reinterpret_cast<const uint4*>(tile + nl * 32);
     const uint4 row1 = *reinterpret_cast<const uint4*>(tile + nl * 32 + 16);
     const uint32_t words[8] = {row0.x, row0.y, row0.z, row0.w, row1.x, row1.y, row1.z, row1.w};
     // Byte t of words 2 * step (a: codes k, k + 1 of pair 0) and 2 * step + 1 (b: pair 1) in one PRMT:
-    // y = a | b << 8 | a << 16 | b << 24; a pair is its low nibble at bits 0-3 and its high nibble,
-    // shifted down 4 from bits 20-23 (a) or 12 from bits 28-31 (b), at bits 16-19.
+    // y = a | b << 8 | a << 16 | b << 24, so pair 0's codes are bits 0-3 and 20-23 of y, pair 1's
+    // bits 8-11 and 28-31.
     const uint32_t selector = t | (t + 4) << 4 | t << 8 | (t + 4) << 12;
 #pragma unroll
     for (int step = 0; step < 4; ++step) {
       const uint32_t y = __byte_perm(words[2 * step], words[2 * step + 1], selector);
-      pairs[step][0] = mask_or(y, 0x0000000Fu, kMagic) | ((y >> 4) & 0x000F0000u);
-      pairs[step][1] = mask_or(y >> 8, 0x0000000Fu, kMagic) | ((y >> 12) & 0x000F0000u);
+      if constexpr (MmaTypes<T>::kInPlaceHighNibble) {
+        constexpr uint32_t kMagicPair = (MmaTypes<T>::kMagicHigh & 0xFFFF0000u) | (MmaTypes<T>::kMagic & 0xFFFFu);
+        pairs[step][0] = mask_or(y, 0x00F0000Fu, kMagicPair);
+        pairs[step][1] = mask_or(y >> 8, 0x00F0000Fu, kMagicPair);
+      } else {
+        constexpr uint32_t kMagic = MmaTypes<T>::kMagic;
+        pairs[step][0] = mask_or(y, 0x0000000Fu, kMagic) | ((y >> 4) & 0x000F0000u);
+        pairs[step][1] = mask_or(y >> 8, 0x0000000Fu, kMagic) | ((y >> 12) & 0x000F0000u);
+      }
     }
   }
 };
@@ -191,7 +206,6 @@ __global__ void __launch_bounds__(kWarpsM * kWarpsN * 32)
   constexpr int kNTiles = kWarpN / 8;
   constexpr int kABytes = kBM * kMmaBK * 2;
   constexpr int kStageBytes = mma_stage_bytes<kBM>();
-  constexpr uint32_t kMagic = MmaTypes<T>::kMagic;
   static_assert(kWarpM % 16 == 0 && kWarpN % 8 == 0, "warp tile must be a multiple of the mma shape");
 
   extern __shared__ __align__(16) uint8_t smem[];
@@ -276,7 +290,7 @@ __global__ void __launch_bounds__(kWarpsM * kWarpsN * 32)
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt) {
       uint32_t pairs[4][2];
-      MmaWeight<L>::template fragment<kMagic>(b_tile, warp_n0 + nt * 8 + group_id, t, pairs);
+      MmaWeight<L>::template fragment<T>(b_tile, warp_n0 + nt * 8 + group_id, t, pairs);
 #pragma unroll
       for (int step = 0; step < 4; ++step) {
         const int gi = groups_per_tile == 2 ? step / 2 : 0;

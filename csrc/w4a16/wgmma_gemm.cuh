@@ -193,8 +193,8 @@ template <typename T, Layout L>
 __device__ __forceinline__ void dequantize_fragments(const uint8_t* w_tile, int nl, int t, const TileConstants<T>& k,
                                                      uint32_t (&frag)[4][4]) {
   uint32_t lo[4][2], hi[4][2];
-  MmaWeight<L>::template fragment<MmaTypes<T>::kMagic>(w_tile, nl, t, lo);
-  MmaWeight<L>::template fragment<MmaTypes<T>::kMagic>(w_tile, nl + 8, t, hi);
+  MmaWeight<L>::template fragment<T>(w_tile, nl, t, lo);
+  MmaWeight<L>::template fragment<T>(w_tile, nl + 8, t, hi);
 #pragma unroll
   for (int step = 0; step < 4; ++step) {
     const int gi = step / 2;
