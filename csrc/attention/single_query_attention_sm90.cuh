@@ -64,7 +64,6 @@ struct RingLayout {
   static constexpr int kRingBytes = kStages * kStageBytes + 1024;  // + slack to align the ring to 1024 B
   static_assert(kPositionBlocks <= kWarps && kTile % 16 == 0, "one 16-position block per warp");
   static_assert(kVBoxes * kTile * 128 == kTileBytes, "a V tile's boxes fill one stage");
-  static_assert(DH_MAX / 8 <= 32 && kVBoxes <= 32, "one producer lane per K slab and per V box");
 };
 
 // Named barrier 1 over the compute warps only (the producer warp never joins a barrier).
@@ -150,36 +149,35 @@ __global__ void __launch_bounds__(kRingThreads, 2) single_query_attention_ring_k
   __syncthreads();  // the only barrier of all kRingThreads threads
 
   // Ring tile i (counted over the whole split) sits in stage i % kStages, its fill number i / kStages.
-  // The producer warp: lane 0 waits for the slot and announces its bytes, then lane s issues the
-  // copies of K slab s (V box s): one thread issuing a K tile's 16 runs took ~1170 cycles per tile,
-  // enough to cap a CTA's stream (csrc/attention/NOTES.md, session 5).
   if (warp == kWarps) {  // producer: per chunk, its K tiles, then its V tiles
+    if (lane != 0) return;
     int i = 0;
     for (int chunk_index = 0; chunk_index < num_chunks; ++chunk_index) {
       const Chunk c = split.chunk(chunk_index, kChunkCapacity, L);
       const int num_k = tiles_of(c), num_v = v_tiles_of(c);
       for (int j = 0; j < num_k + num_v; ++j, ++i) {
         const int stage = i % kStages;
+        if (i >= kStages) sm90::mbarrier_wait(&empty[stage], (i / kStages - 1) & 1);
         unsigned char* dst = ring + stage * RG::kStageBytes;
-        const bool is_v = j >= num_k;
-        const int first = is_v ? v_tile_first(c, j - num_k) : j * kTile;
-        const int n = min(kTile, c.num_cached - first);
-        if (lane == 0) {
-          if (i >= kStages) sm90::mbarrier_wait(&empty[stage], (i / kStages - 1) & 1);
-          sm90::mbarrier_arrive_expect_tx(&full[stage], is_v ? v_boxes * kTile * 128 : num_slabs * n * 16);
-        }
-        __syncwarp();
-        const int slot = c.slot_of(first, L);
-        if (is_v) {
-          if (lane < v_boxes) {
-            sm90::tma_load_2d(dst + lane * kTile * 128, &v_map, &full[stage], lane * RG::kVBoxCols, v_row0 + slot);
+        if (j >= num_k) {
+          const int first = v_tile_first(c, j - num_k);
+          sm90::mbarrier_arrive_expect_tx(&full[stage], v_boxes * kTile * 128);
+          for (int box = 0; box < v_boxes; ++box) {
+            sm90::tma_load_2d(dst + box * kTile * 128, &v_map, &full[stage], box * RG::kVBoxCols,
+                              v_row0 + c.slot_of(first, L));
           }
-        } else if (lane < num_slabs) {
+        } else {
+          const int first = j * kTile;
+          const int n = min(kTile, c.num_cached - first);
+          const int slot = c.slot_of(first, L);
           const int n1 = min(n, L - slot);  // positions before the cache's end; the rest from slot 0
-          const T* run = split.k_cache + static_cast<int64_t>(lane) * L * X;
-          unsigned char* run_dst = dst + lane * kTile * 16;
-          sm90::bulk_copy_g2s(run_dst, run + static_cast<int64_t>(slot) * X, n1 * 16, &full[stage]);
-          if (n1 < n) sm90::bulk_copy_g2s(run_dst + n1 * 16, run, (n - n1) * 16, &full[stage]);
+          sm90::mbarrier_arrive_expect_tx(&full[stage], num_slabs * n * 16);
+          for (int s = 0; s < num_slabs; ++s) {
+            const T* run = split.k_cache + static_cast<int64_t>(s) * L * X;
+            unsigned char* run_dst = dst + s * kTile * 16;
+            sm90::bulk_copy_g2s(run_dst, run + static_cast<int64_t>(slot) * X, n1 * 16, &full[stage]);
+            if (n1 < n) sm90::bulk_copy_g2s(run_dst + n1 * 16, run, (n - n1) * 16, &full[stage]);
+          }
         }
       }
     }

@@ -51,6 +51,8 @@ struct MmaTypes<half> {
   static constexpr bool kInPlaceHighNibble = true;
   static constexpr uint32_t kMagicHigh = 0x54005400u;
   static constexpr float kMagicHighValue = 64.f;
+  // A Format B pair (MmaWeight<Layout::kV1>): its first code under 1024, its second in place under 64.
+  static constexpr uint32_t kMagicPair = 0x54006400u;
 };
 template <>
 struct MmaTypes<__nv_bfloat16> {
@@ -61,6 +63,7 @@ struct MmaTypes<__nv_bfloat16> {
   static constexpr bool kInPlaceHighNibble = false;
   static constexpr uint32_t kMagicHigh = kMagic;
   static constexpr float kMagicHighValue = kMagicValue;
+  static constexpr uint32_t kMagicPair = kMagic;
 };
 
 // (bits & mask) | magic in one LOP3 (the constants in registers: LOP3 takes one immediate); any arch
@@ -101,26 +104,29 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t biased, typename MmaTy
 }
 
 // The constants of dequant_pair for column n and group g: v2 sub = magic, add = scaled zero; v1
-// sub = magic + z per half (exact: 1024 + z and 64 + z in fp16, 128 + z in bf16), add = 0.
+// sub = the pair's magic + z per half, add = 0. magic + z is exact and is built as bits, without
+// conversions: z in the mantissa bits of the code it offsets (fp16 1024 + z = 0x6400 | z and
+// 64 + z = 0x5400 | z << 4; bf16 128 + z = 0x4300 | z).
 template <typename T, Layout L>
 __device__ __forceinline__ void dequant_constants(const WeightArgs<T>& w, int n, int g, typename MmaTypes<T>::T2& sub,
                                                   typename MmaTypes<T>::T2& scale, typename MmaTypes<T>::T2& add) {
+  using T2 = typename MmaTypes<T>::T2;
   T s, a;
-  float zero = 0.f;
   if constexpr (L == Layout::kV2) {
     s = w.scales[g * w.scale_stride + n];
     a = static_cast<const T*>(w.zeros)[g * w.zero_stride + n];
+    const T magic = from_float<T>(MmaTypes<T>::kMagicValue);
+    sub = {magic, magic};
   } else {
     s = w.scales[n * w.scale_stride + g];
     a = from_float<T>(0.f);
-    zero = static_cast<float>(
+    const uint32_t z = static_cast<uint32_t>(
         LayoutTraits<Layout::kV1>::zero_point(static_cast<const int32_t*>(w.zeros), w.zero_stride, n, g));
+    const uint32_t bits = MmaTypes<T>::kMagicPair | z | z << (MmaTypes<T>::kInPlaceHighNibble ? 20 : 16);
+    sub = *reinterpret_cast<const T2*>(&bits);
   }
   scale = {s, s};
   add = {a, a};
-  // A v1 pair's second code is biased by kMagicHighValue (MmaWeight<Layout::kV1>; = kMagicValue in bf16).
-  sub = {from_float<T>(MmaTypes<T>::kMagicValue + zero),
-         from_float<T>((L == Layout::kV1 ? MmaTypes<T>::kMagicHighValue : MmaTypes<T>::kMagicValue) + zero)};
 }
 
 #endif  // __CUDA_ARCH__ >= 800
@@ -165,9 +171,9 @@ struct MmaWeight<Layout::kV1> {
     return qweight + (valid ? static_cast<int64_t>(row) * (k / 2) + k32 / 2 : 0);
   }
   // As MmaWeight<Layout::kV2>::fragment, except that in fp16 a pair's second code (high half) sits in
-  // bits 4-7 of its half under the magic 64 (ulp 1/16: 0x5400 | q << 4 reads as 64 + q), which saves
-  // the shifts that would move it down; dequant_constants subtracts 64 + z there. bf16 has no such
-  // exponent (its mantissa ends at bit 6): both codes under 128, the high one shifted down.
+  // bits 4-7 of its half under the magic 64 (ulp 1/16: 0x5400 | q << 4 reads as 64 + q; kMagicPair),
+  // which saves the shifts that would move it down; dequant_constants subtracts 64 + z there. bf16
+  // has no such exponent (its mantissa ends at bit 6): both codes under 128, the high one shifted down.
   template <typename T>
   __device__ static void fragment(const uint8_t* tile, int nl, int t, uint32_t (&pairs)[4][2]) {
     const uint4 row0 = *reinterpret_cast<const uint4*>(tile + nl * 32);
@@ -181,9 +187,8 @@ struct MmaWeight<Layout::kV1> {
     for (int step = 0; step < 4; ++step) {
       const uint32_t y = __byte_perm(words[2 * step], words[2 * step + 1], selector);
       if constexpr (MmaTypes<T>::kInPlaceHighNibble) {
-        constexpr uint32_t kMagicPair = (MmaTypes<T>::kMagicHigh & 0xFFFF0000u) | (MmaTypes<T>::kMagic & 0xFFFFu);
-        pairs[step][0] = mask_or(y, 0x00F0000Fu, kMagicPair);
-        pairs[step][1] = mask_or(y >> 8, 0x00F0000Fu, kMagicPair);
+        pairs[step][0] = mask_or(y, 0x00F0000Fu, MmaTypes<T>::kMagicPair);
+        pairs[step][1] = mask_or(y >> 8, 0x00F0000Fu, MmaTypes<T>::kMagicPair);
       } else {
         constexpr uint32_t kMagic = MmaTypes<T>::kMagic;
         pairs[step][0] = mask_or(y, 0x0000000Fu, kMagic) | ((y >> 4) & 0x000F0000u);
