@@ -490,9 +490,7 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
 
   if (threadIdx.x >= kConsumers) {
     setmaxnreg_dec<kWgmmaWsProducerRegs>();
-    // One producer thread feeds the ring; for v1 its whole warp prefetches the group constants.
-    if (threadIdx.x >= kConsumers + (L == Layout::kV1 ? 32 : 1)) return;
-    const int lane = static_cast<int>(threadIdx.x) - kConsumers;
+    if (threadIdx.x != kConsumers) return;
     constexpr int kWBoxBytes = L == Layout::kV2 ? 128 : 32;  // packed-row bytes per k tile
     int stage = 0;
     uint32_t phase = 0;  // parity of the slot's current round
@@ -508,23 +506,6 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
       const T* zeros = static_cast<const T*>(w.zeros) + n0;
       const int last_row = min(kRows, w.n - n0) - 1;
       for (int kt = kt_begin; kt < kt_end; ++kt, ++issued) {
-        if constexpr (L == Layout::kV1) {
-          // A v1 group's constants are one scale and one 4-bit zero in each row's own [N, Gp] / [N, Zw]
-          // rows: the CTA's rows are kRows lines apart, and the consumers' loads a tile ahead of use
-          // missed L2 at every new sector (S9-3: long-scoreboard stalls 1.6 -> 2.3 per issue against
-          // v2). Prefetched here, as the group's first tile is loaded (~kStages tiles ahead; the line of
-          // a row's scales holds 64 groups, of its zeros 256, so mostly these are L2 hits).
-          const int group = min((kt * kWgmmaBK) >> w.group_shift, w.groups - 1);
-          if (kt == kt_begin || (kt * kWgmmaBK) >> w.group_shift != ((kt - 1) * kWgmmaBK) >> w.group_shift) {
-            for (int r = lane; r < kRows; r += 32) {
-              const int row = min(n0 + r, w.n - 1);
-              prefetch_l2(w.scales + row * w.scale_stride + group);
-              prefetch_l2(static_cast<const int32_t*>(w.zeros) + row * w.zero_stride + (group >> 3));
-            }
-          }
-          __syncwarp();  // the lanes follow lane 0's waits on the ring
-        }
-        if (lane != 0) continue;
         // Round r >= 1 of a slot reuses it once the consumers released round r - 1.
         if (issued >= kStages) mbarrier_wait(&empty_bar[stage], phase ^ 1);
         uint8_t* slot = smem + stage * kStageBytes;
