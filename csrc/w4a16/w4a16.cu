@@ -280,10 +280,11 @@ void launch_mma_gemv_shared_x(const Problem& p, const w4a16::WeightArgs<T>& w, c
 // M = 9..16: 1.36-1.45x faster than the per-warp GEMV on the 70B shapes, 1.17-1.25x on 4096 x 14336
 // and 14336 x 4096, 0.79x at 4096 x 4096. M = 2..8 (Format C): 1.08-1.19x on the 70B shapes, level
 // at 4096 x 14336, 0.90-0.96x with N = 4096. M = 1 keeps the per-warp staged kernel (as fast or
-// faster everywhere); Format B at M = 2..8 was not measured and keeps its pipelined kernel.
+// faster everywhere). Format B against its pipelined per-warp kernel (S9-8, N >= 8192): M = 8
+// 1.10-1.17x, M = 4 0.99-1.09x, M = 2 0.94-1.01x, so from M = 4.
 bool gemv_shares_x(const Problem& p) {
   if (p.m >= 9) return p.n * p.k >= (int64_t{1} << 25);
-  return p.m >= 2 && p.layout == Layout::kV2 && p.n >= 8192;
+  return p.m >= (p.layout == Layout::kV2 ? 2 : 4) && p.n >= 8192;
 }
 
 // "gemv": the per-warp kernel's loads in flight per lane: M = 1: one batch of 4 steps (8 chunks), the
