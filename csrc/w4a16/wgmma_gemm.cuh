@@ -546,10 +546,6 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
   auto starts_group = [&](int kt) {
     return (kt * kWgmmaBK) >> w.group_shift != ((kt - 1) * kWgmmaBK) >> w.group_shift;
   };
-  // The first tile of the group after tile kt's (G <= 64: kt + 1).
-  auto next_group_tile = [&](int kt) {
-    return w.group_shift <= 6 ? kt + 1 : ((((kt * kWgmmaBK) >> w.group_shift) + 1) << w.group_shift) / kWgmmaBK;
-  };
   // The x tile's descriptor in slot 0; slot s and k16 step j add (s * kStageBytes + 32 j) >> 4 to its
   // start address field (shared addresses < 256 KiB: no carry out of the 14-bit field).
   const uint64_t desc = smem_desc_128b_swizzle(smem);
@@ -571,12 +567,10 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
     float acc[kBN / 2];
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.f;
-    // `current` feeds the next dequantization, `next` holds the next group's constants, loaded as soon
-    // as `current` takes over (a group ahead: two tiles of lead at G = 128; one tile left ~55% of the
-    // consumers' long-scoreboard stalls on these loads, Nsight source counters S9-8).
+    // `current` feeds the next dequantization, `next` holds the next group's constants.
     TileConstants<T> current, next;
     load_tile_constants<T, L>(w, n0 + row, kt_begin, current);
-    load_tile_constants<T, L>(w, n0 + row, min(next_group_tile(kt_begin), kt_end - 1), next);
+    load_tile_constants<T, L>(w, n0 + row, kt_begin + min(1, kt_count - 1), next);
     uint32_t frag[2][4][4];
     mbarrier_wait(&full_bar[next_stage], next_phase);
     dequantize_fragments<T, L>(smem + next_stage * kStageBytes + kXBytes, row, t, current, frag[0]);
@@ -599,13 +593,10 @@ __global__ void __launch_bounds__(wgmma_ws_threads<kBN>(), 1)
       stage = next_stage;
       if (i + 1 < kt_count) {
         // A tile that starts a group (every tile for G <= 64, every other one for G = 128) takes the
-        // constants loaded into `next` when the previous group started; the others keep their predecessor's.
+        // constants loaded a tile earlier into `next`; the others keep their predecessor's.
         const int kt = kt_begin + i + 1;
-        if (starts_group(kt)) {
-          current = next;
-          const int following = next_group_tile(kt);
-          if (following < kt_end) load_tile_constants<T, L>(w, n0 + row, following, next);
-        }
+        if (starts_group(kt)) current = next;
+        if (i + 2 < kt_count && starts_group(kt + 1)) load_tile_constants<T, L>(w, n0 + row, kt + 1, next);
         mbarrier_wait(&full_bar[next_stage], next_phase);
         dequantize_fragments<T, L>(smem + next_stage * kStageBytes + kXBytes, row, t, current, frag[kBuf ^ 1]);
         advance();
