@@ -46,8 +46,8 @@ struct MmaTypes<half> {
   static constexpr uint32_t kOnes = 0x3C003C00u;  // fp16 1.0 in both halves
   // A code in bits 4..7 of a half ORed into fp16 64 (0x5400, ulp 1/16) reads as 64 + q: the odd
   // nibble pairs of a word (mma_gemv.cuh) and a Format B byte's second code (MmaWeight<Layout::kV1>)
-  // need no shift. bf16 has no such exponent (its 7-bit
-  // mantissa ends at bit 6), so there every pair is shifted down to bits 0..3.
+  // need no shift. bf16 has no such exponent (its 7-bit mantissa ends at bit 6), so there every
+  // pair is shifted down to bits 0..3.
   static constexpr bool kInPlaceHighNibble = true;
   static constexpr uint32_t kMagicHigh = 0x54005400u;
   static constexpr float kMagicHighValue = 64.f;
