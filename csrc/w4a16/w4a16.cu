@@ -443,19 +443,18 @@ bool balance_wgmma_ws(int bn, int64_t m, int64_t k) { return bn == 64 && m * k *
 // beyond, 128 or 256 tokens (128 rows), whichever has the least estimated time: k tiles per CTA x
 // clocks per k tile (the HGMMA's 4 * bn, at least ~640: the consumers' issue), plus the cut tiles'
 // fp32 pieces written and read at ~1.9 KB per clock of DRAM bandwidth.
-int plan_wgmma_ws_tile(int64_t m, int64_t n, int64_t k, int sms, int64_t user_splits) {
-  if (m <= 64) return 64;
-  const int64_t k_tiles = (k + w4a16::kWgmmaBK - 1) / w4a16::kWgmmaBK;
+int plan_wgmma_ws_tile(const Problem& p, int sms, int64_t user_splits) {
+  if (p.m <= 64) return 64;
   int best = 0;
   double best_cost = 0.0;
   static_assert(w4a16::wgmma_ws_rows<128>() == w4a16::wgmma_ws_rows<256>(), "one row count for both candidates");
   constexpr int64_t rows = w4a16::wgmma_ws_rows<256>();
   for (const int bn : {128, 256}) {
-    const int64_t tiles = (m + bn - 1) / bn * ((n + rows - 1) / rows);
+    const WgmmaTiles grid = wgmma_tiles(p, bn, rows);
     const w4a16::StreamKSchedule s =
-        make_stream_k_schedule(tiles, k_tiles, sms, balance_wgmma_ws(bn, m, k), user_splits);
+        make_stream_k_schedule(grid.tiles, grid.k_tiles, sms, balance_wgmma_ws(bn, p.m, p.k), user_splits);
     const int64_t sk_units = s.sk_ctas > 0 ? (s.sk_units() + s.sk_ctas - 1) / s.sk_ctas : 0;
-    const int64_t units = s.dp_tiles / s.ctas * k_tiles + sk_units;
+    const int64_t units = s.dp_tiles / s.ctas * grid.k_tiles + sk_units;
     const int64_t pieces = s.sk_ctas > s.tiles - s.dp_tiles ? s.sk_ctas + (s.tiles - s.dp_tiles) : 0;
     const double cost = static_cast<double>(units) * std::max(4.0 * bn, 640.0) +
                         static_cast<double>(pieces) * rows * bn * 8.0 / 1900.0;
@@ -583,7 +582,7 @@ at::Tensor run(const char* op, const Problem& p, KernelChoice choice, int64_t us
 #endif
       } else if (choice == KernelChoice::kWgmmaWs) {
 #ifdef AWQ_KERNELS_SM90A
-        const int bn = plan_wgmma_ws_tile(p.m, p.n, p.k, sms, user_splits);
+        const int bn = plan_wgmma_ws_tile(p, sms, user_splits);
         if (bn == 64) {
           launch_wgmma_ws<T, L, 64>(aligned, w, out, sms, user_splits, stream);
         } else if (bn == 128) {

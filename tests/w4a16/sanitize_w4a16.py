@@ -19,19 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import awq_inference_engine as aie  # noqa: E402
 from awq_kernels import ops  # noqa: E402
-from awq_kernels.quantization import pack_format_b, pack_format_c  # noqa: E402
 from tests.utils import sm90a_runs  # noqa: E402
-
-
-def random_packed(n: int, k: int, g: int, layout: str, dtype: torch.dtype) -> list[torch.Tensor]:
-    """qweight, scales, zeros of a random weight [N, K] in `layout`, on the GPU."""
-    q = torch.randint(0, 16, (n, k), dtype=torch.uint8)
-    z = torch.randint(0, 16, (n, k // g), dtype=torch.uint8)
-    s = torch.rand(n, k // g) * 0.02 + 0.002
-    if layout == "v2":
-        return [t.cuda() for t in pack_format_c(q, z, s, g, dtype)]
-    b = pack_format_b(q, z, s, g, dtype)
-    return [b.qweight.cuda(), b.scales.cuda(), b.qzeros.cuda()]
+from tests.w4a16.test_w4a16_gpu import make_weight  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +33,7 @@ def main() -> None:
         for dtype in (torch.float16, torch.bfloat16):
             for g in (32, 64, 128):
                 for n, k in ((4 * 37, 64 * 21 if g != 128 else 128 * 11), (64, 8192)):
-                    packed = random_packed(n, k, g, layout, dtype)
+                    packed = make_weight(n, k, g, dtype, layout)[:3]  # qweight, scales, zeros
                     for m in (1, 3, 12, 17, 70, 300, 600):
                         x = torch.randn(m, k, dtype=dtype, device="cuda")
                         for kernel in ("gemv", "gemv_shared_x", "mma", "portable") + wgmma:
@@ -56,7 +45,7 @@ def main() -> None:
                             aie.gemm_forward_cuda_new(x, *packed)
                             aie.gemv_forward_cuda_new(x, *packed, m, n, k, g)
             if wgmma:  # whole waves, then the stream-K rest: 150 tiles of 192 x 64 (M = 64), 224 of 128 x 128
-                packed = random_packed(28672, 640, 128, layout, dtype)
+                packed = make_weight(28672, 640, 128, dtype, layout)[:3]
                 for m in (64, 100):
                     x = torch.randn(m, 640, dtype=dtype, device="cuda")
                     ops.w4a16_gemm(x, *packed, group_size=128, layout=layout, kernel="wgmma_ws")
