@@ -8,8 +8,8 @@
 // large grids).
 //
 // Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
-// and a range of K (blockIdx.y, the K split); its kMmaGemvWarps warps cut that range into contiguous
-// pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
+// and a range of K (blockIdx.y, the K split); its kWarps warps (kMmaGemvWarps unless the host picks
+// another count for the grid at hand) cut that range into contiguous pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
 // 16-byte chunks (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
 // and the 32 activations of rows m = g (+ 8) at the same k32. The mma reduces over k in any order,
 // as long as A and B agree: lane t's k slots (2t, 2t+1, 2t+8, 2t+9) of one mma are filled with two
@@ -26,7 +26,7 @@
 // batch i + 1 before multiplying batch i, so a warp has loads in flight while it computes
 // (H100, M = 1: 8-15% faster than one batch at a time for Format B on 4 of the 5 bench shapes, and
 // no faster for Format C: NOTES.md, session 3; Format B now takes it for M = 2..8 only).
-// Reduction: the kMmaGemvWarps accumulator tiles of a CTA through shared memory in warp order, then to
+// Reduction: the kWarps accumulator tiles of a CTA through shared memory in warp order, then to
 // `out`, or with a K split to the fp32 partials [split, M, N] that reduce_splits_kernel sums in
 // order (deterministic; no atomics, no semaphores).
 #pragma once
@@ -36,7 +36,7 @@
 namespace awq {
 namespace w4a16 {
 
-constexpr int kMmaGemvWarps = 8;
+constexpr int kMmaGemvWarps = 8;    // warps per CTA, unless a configuration says otherwise
 constexpr int kMmaGemvRows = 16;   // weight rows per CTA (the mma's M)
 constexpr int kMmaGemvStepK = 128;  // K per step: 4 lanes x 32 codes
 // A staged activation row of one step in shared memory (kStageX below): 128 values + 16 bytes of
@@ -46,8 +46,8 @@ constexpr int kMmaGemvXRowStride = kMmaGemvStepK + 8;
 // Dynamic shared memory of w4a16_mma_gemv_kernel: with kStageX every warp stages the activation row
 // of one batch (kUnroll steps), else none.
 template <typename T>
-constexpr int mma_gemv_x_stage_bytes(int k_unroll, bool staged) {
-  return staged ? kMmaGemvWarps * k_unroll * kMmaGemvXRowStride * static_cast<int>(sizeof(T)) : 0;
+constexpr int mma_gemv_x_stage_bytes(int warps, int k_unroll, bool staged) {
+  return staged ? warps * k_unroll * kMmaGemvXRowStride * static_cast<int>(sizeof(T)) : 0;
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -318,26 +318,26 @@ __device__ __forceinline__ void mma_gemv_step(const uint4 (&codes)[2], const uin
   }
 }
 
-// The CTA's kMmaGemvWarps accumulator tiles summed through shared memory in warp order, then stored
-// to `out` (rows n0.., columns m0..) or, with a K split, to the fp32 partials of split `split`.
-template <typename T, int kMTiles>
+// The CTA's kWarps accumulator tiles summed through shared memory in warp order, then stored to
+// `out` (rows n0.., columns m0..) or, with a K split, to the fp32 partials of split `split`.
+template <typename T, int kWarps, int kMTiles>
 __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], int n0, int n, int m0, int m_total,
                                                int split, int k_splits, T* __restrict__ out,
                                                float* __restrict__ partial) {
   // acc[mt]: e = 0, 1 at row g, columns 2t, 2t + 1; e = 2, 3 at row g + 8 (rows n, columns m).
-  __shared__ float warp_acc[kMmaGemvWarps][kMTiles * 4][32];
+  __shared__ float warp_acc[kWarps][kMTiles * 4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) warp_acc[warp][4 * mt + e][lane] = acc[mt][e];
   __syncthreads();
-  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kMmaGemvWarps * 32) {
+  for (int i = threadIdx.x; i < kMTiles * 4 * 32; i += kWarps * 32) {
     const int slot = i / 32;  // 4 * mt + e
     const int src_lane = i % 32;
     float sum = 0.f;
 #pragma unroll
-    for (int wi = 0; wi < kMmaGemvWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
+    for (int wi = 0; wi < kWarps; ++wi) sum += warp_acc[wi][slot][src_lane];
     const int e = slot % 4;
     const int row = n0 + (src_lane >> 2) + (e >= 2 ? 8 : 0);
     const int m = m0 + 8 * (slot / 4) + 2 * (src_lane & 3) + (e & 1);
@@ -351,12 +351,13 @@ __device__ __forceinline__ void mma_gemv_store(const float (&acc)[kMTiles][4], i
 // mma_gemv_step is used where it measured faster on the H100 (labs S6-2, S6-6: the pipelined and the
 // staged kernel, 1-7%); the batched kernel with per-step activation loads spilled with it and was 5%
 // slower at M = 4 (S6-2).
-// Register budget: pipelined, two m tiles or staged: <= 128 (2 CTAs per SM; unbounded they take
-// 136-170, the staged one up to 144). Otherwise no minimum (0 emits no .minnctapersm): ptxas then
-// gives the batched M <= 8 kernel 78-112 registers, where an explicit minimum of 1 CTA makes it take 166.
+// Register budget: pipelined, two m tiles or staged: <= 128 (16 warps per SM: 2 CTAs of 8 warps or 4
+// of 4; unbounded they take 136-170, the staged one up to 144). Otherwise no minimum (0 emits no
+// .minnctapersm): ptxas then gives the batched M <= 8 kernel 78-112 registers, where an explicit
+// minimum of 1 CTA makes it take 166.
 template <typename T, Layout L, int kMTiles, int kUnroll, bool kScaleInA, bool kPipelined = false,
-          bool kStageX = false>
-__global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2 || kStageX ? 2 : 0)
+          bool kStageX = false, int kWarps = kMmaGemvWarps>
+__global__ void __launch_bounds__(kWarps * 32, kPipelined || kMTiles == 2 || kStageX ? 16 / kWarps : 0)
     w4a16_mma_gemv_kernel(const T* __restrict__ x, WeightArgs<T> w, T* __restrict__ out,
                           float* __restrict__ partial, int m_total, int k_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -368,12 +369,12 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
   const int m0 = blockIdx.z * (8 * kMTiles);
   const int split = blockIdx.y;
 
-  // This warp's steps: the CTA's share of the split, cut into kMmaGemvWarps contiguous pieces.
+  // This warp's steps: the CTA's share of the split, cut into kWarps contiguous pieces.
   const int steps = (w.k + kMmaGemvStepK - 1) / kMmaGemvStepK;
   const int cta_begin = split_begin(steps, split, k_splits);
   const int cta_end = split_begin(steps, split + 1, k_splits);
-  const int step_begin = cta_begin + (cta_end - cta_begin) * warp / kMmaGemvWarps;
-  const int step_end = cta_begin + (cta_end - cta_begin) * (warp + 1) / kMmaGemvWarps;
+  const int step_begin = cta_begin + (cta_end - cta_begin) * warp / kWarps;
+  const int step_end = cta_begin + (cta_end - cta_begin) * (warp + 1) / kWarps;
 
   LaneWeights<T, L> lane_weights(w, n0, g, t, step_begin);
 
@@ -462,7 +463,7 @@ __global__ void __launch_bounds__(kMmaGemvWarps * 32, kPipelined || kMTiles == 2
     }
   }
 
-  mma_gemv_store<T, kMTiles>(acc, n0, w.n, m0, m_total, split, k_splits, out, partial);
+  mma_gemv_store<T, kWarps, kMTiles>(acc, n0, w.n, m0, m_total, split, k_splits, out, partial);
 #endif  // __CUDA_ARCH__ >= 800 (the host launches this kernel only on such devices)
 }
 

@@ -223,16 +223,17 @@ void launch_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tens
 
 // One configuration of the per-warp tensor-core GEMV (w4a16_mma_gemv_kernel): a K split only when
 // the CTAs would not cover the SMs, keeping >= 2 batches of loads per warp.
-template <typename T, Layout L, int kMTiles, int kUnroll, bool kPipelined, bool kStageX>
+template <typename T, Layout L, int kMTiles, int kUnroll, bool kPipelined, bool kStageX,
+          int kWarps = w4a16::kMmaGemvWarps>
 void launch_mma_gemv_config(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                             cudaStream_t stream) {
   const int64_t steps = (p.k + w4a16::kMmaGemvStepK - 1) / w4a16::kMmaGemvStepK;
-  const int64_t max_splits = std::max<int64_t>(1, steps / (w4a16::kMmaGemvWarps * 2 * kUnroll));
+  const int64_t max_splits = std::max<int64_t>(1, steps / (kWarps * 2 * kUnroll));
   // G < 128: scales applied per weight (several groups in a 128-wide step); G = 128: per step.
   auto kernel = p.group_size < w4a16::kMmaGemvStepK
-                    ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined, kStageX>
-                    : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined, kStageX>;
-  launch_gemv_grid<T>(p, w, out, kernel, w4a16::kMmaGemvWarps * 32, w4a16::mma_gemv_x_stage_bytes<T>(kUnroll, kStageX),
+                    ? w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, true, kPipelined, kStageX, kWarps>
+                    : w4a16::w4a16_mma_gemv_kernel<T, L, kMTiles, kUnroll, false, kPipelined, kStageX, kWarps>;
+  launch_gemv_grid<T>(p, w, out, kernel, kWarps * 32, w4a16::mma_gemv_x_stage_bytes<T>(kWarps, kUnroll, kStageX),
                       w4a16::kMmaGemvRows, 8 * kMTiles,
                       [&](int64_t ctas) {
                         int splits = 1;
@@ -287,9 +288,14 @@ bool gemv_shares_x(const Problem& p) {
   return p.m >= (p.layout == Layout::kV2 ? 2 : 4) && p.n >= 8192;
 }
 
-// "gemv": the per-warp kernel's loads in flight per lane: M = 1: one batch of 4 steps (8 chunks), the
-// activation row staged in shared memory (both layouts; H100 labs S6-7 and S6-12: 9-14% faster for
-// Format C on four of five bench shapes, Format B 1% slower to 12% faster than its pipelined kernel).
+// "gemv": the per-warp kernel's loads in flight per lane: M = 1: the activation row staged in shared
+// memory (both layouts; H100 labs S6-7 and S6-12: 9-14% faster for Format C on four of five bench
+// shapes, Format B 1% slower to 12% faster than its pipelined kernel); CTAs of 8 warps with batches
+// of 2 steps while the grid fits in one wave of 2 CTAs per SM, else CTAs of 4 warps with batches of 4
+// steps (4 CTAs per SM), so that every warp gets more batches of K (H100 lab S10-2, against 8 warps
+// and batches of 4 on every grid: 4-10% faster on four of the five bench shapes in both layouts,
+// 28672 x 8192 0-1%; CTAs of 1 or 2 warps were slower on four shapes; S10-3: two batches in flight
+// gained nothing).
 // M 2..8, Format C: the same batches with per-step activation loads; Format B: two batches of 2 steps,
 // the next requested before the current one is multiplied (8-15% faster for Format B, no gain for
 // Format C: lab run S3-7). M >= 9: one batch of 2 steps (pipelined it spills). Large grids take the
@@ -298,7 +304,11 @@ template <typename T, Layout L>
 void launch_mma_gemv(const Problem& p, const w4a16::WeightArgs<T>& w, const at::Tensor& out, int sms,
                      cudaStream_t stream) {
   if (p.m == 1) {
-    launch_mma_gemv_config<T, L, 1, 4, false, true>(p, w, out, sms, stream);
+    if ((p.n + w4a16::kMmaGemvRows - 1) / w4a16::kMmaGemvRows <= 2 * sms) {
+      launch_mma_gemv_config<T, L, 1, 2, false, true, 8>(p, w, out, sms, stream);
+    } else {
+      launch_mma_gemv_config<T, L, 1, 4, false, true, 4>(p, w, out, sms, stream);
+    }
   } else if (gemv_shares_x(p)) {
     launch_mma_gemv_shared_x<T, L>(p, w, out, sms, stream);
   } else if (p.m > 8) {

@@ -4,7 +4,8 @@
     compute-sanitizer --tool racecheck python tests/w4a16/sanitize_w4a16.py
 
 The shapes have N and K tails (N = 4 * 37, K = 64 * 21 or 128 * 11) and M tails, and one long-K shape
-so that the split-K paths (fp32 partials and their reduction) run too; on sm_90a one wide shape
+so that the split-K paths (fp32 partials and their reduction) run too, and a wide one at M = 1 (the
+GEMV's grid of more than 2 CTAs per SM); on sm_90a one wide shape
 (N = 28672) gives wgmma_ws whole waves of tiles before its stream-K rest.
 """
 
@@ -44,6 +45,10 @@ def main() -> None:
                         elif g == 128:
                             aie.gemm_forward_cuda_new(x, *packed)
                             aie.gemv_forward_cuda_new(x, *packed, m, n, k, g)
+                # M = 1 on a grid of more than 2 CTAs per SM: the GEMV's CTAs of 4 warps
+                packed = make_weight(4 * 2501, 128 * 3, g, dtype, layout)[:3]
+                x = torch.randn(1, 128 * 3, dtype=dtype, device="cuda")
+                ops.w4a16_gemm(x, *packed, group_size=g, layout=layout, kernel="gemv")
             if wgmma:  # whole waves, then the stream-K rest: 150 tiles of 192 x 64 (M = 64), 224 of 128 x 128
                 packed = make_weight(28672, 640, 128, dtype, layout)[:3]
                 for m in (64, 100):

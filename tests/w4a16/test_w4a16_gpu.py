@@ -128,6 +128,18 @@ def test_large_shapes(layout: str, dtype: torch.dtype, kernel: str, n: int, k: i
     check_rows(make_weight(n, k, 128, dtype, layout), ms, 128, layout, kernel, dtype)
 
 
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("g", [32, 64, 128])
+@pytest.mark.parametrize("n", [4 * 37, 4 * 2501])
+def test_gemv_one_row_grids(layout: str, dtype: torch.dtype, g: int, n: int) -> None:
+    """M = 1 runs CTAs of 8 warps on grids of one wave and of 4 warps on larger ones (N = 4 * 2501:
+    more than 2 CTAs per SM on GPUs of up to 312 SMs), with N and K tails and a K (23 steps of 128)
+    that the warps of a CTA share unevenly."""
+    k = 64 * 45 if g != 128 else 128 * 23
+    check_rows(make_weight(n, k, g, dtype, layout), (1,), g, layout, "gemv", dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_compat_v2(dtype: torch.dtype) -> None:
     w = make_weight(4 * 37, 128 * 7, 128, dtype, "v2")
