@@ -197,7 +197,11 @@ def test_gelu_and_quant(shape: tuple[int, ...]) -> None:
     tmp = poisoned_empty(numel + 5, dtype=torch.float16)  # larger than needed: the tail stays untouched
     awq_inference_engine.gelu_and_quant(out, x, scale, tmp)
     scaled, g, expected_scale = gelu_quant_reference(x)
-    assert_codes(out, scaled, 2.0**-18)  # fp32 arithmetic (tanhf within a few ulp)
+    # A token whose gelu values all round to about 0 (x < -7 in a (1, 1) input) has scale 0 in fp16, so
+    # any code dequantizes to 0 and the codes (NaN in the reference) are not checked; the scale is.
+    live = expected_scale != 0
+    if live.any():
+        assert_codes(out.reshape(tokens, -1)[live], scaled[live], 2.0**-18)  # fp32 (tanhf within a few ulp)
     assert_scales(scale, expected_scale)
     torch.testing.assert_close(tmp[:numel].view(-1, shape[-1]).double().cpu(), g.cpu(), rtol=2.0**-10, atol=1e-7)
     assert tmp[numel:].isnan().all()
