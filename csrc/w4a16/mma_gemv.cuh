@@ -9,8 +9,9 @@
 //
 // Work split: a CTA owns 16 weight rows n (blockIdx.x), kMTiles * 8 activation rows m (blockIdx.z)
 // and a range of K (blockIdx.y, the K split); its kWarps warps (kMmaGemvWarps unless the host picks
-// another count for the grid at hand) cut that range into contiguous pieces. K is walked in 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the
-// 16-byte chunks (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
+// another count for the grid at hand) cut that range into contiguous pieces. K is walked in
+// 128-wide steps. In a step, lane (g = lane / 4, t = lane % 4) loads the 16-byte chunks
+// (layouts.cuh) of rows g and g + 8 for k in [k32, k32 + 32), k32 = 128 * step + 32 t,
 // and the 32 activations of rows m = g (+ 8) at the same k32. The mma reduces over k in any order,
 // as long as A and B agree: lane t's k slots (2t, 2t+1, 2t+8, 2t+9) of one mma are filled with two
 // code pairs of one chunk word and the matching activation pairs, so a chunk feeds 8 mma steps
@@ -36,7 +37,7 @@
 namespace awq {
 namespace w4a16 {
 
-constexpr int kMmaGemvWarps = 8;    // warps per CTA, unless a configuration says otherwise
+constexpr int kMmaGemvWarps = 8;   // warps per CTA, unless a configuration says otherwise
 constexpr int kMmaGemvRows = 16;   // weight rows per CTA (the mma's M)
 constexpr int kMmaGemvStepK = 128;  // K per step: 4 lanes x 32 codes
 // A staged activation row of one step in shared memory (kStageX below): 128 values + 16 bytes of
