@@ -67,7 +67,7 @@ __device__ __forceinline__ void for_each_piece(StreamKSchedule s, int cta, Work&
 // Grid (stream-K tiles, chunks): block (x, y) adds up the pieces of tile dp_tiles + x, if it was cut, for
 // its y-th share of the tile's elements, in CTA order, rounded to T into out [M, N]. A tile is `rows` weight
 // rows x `tokens` tokens; a partial slot holds element (token m, row n) at m * rows + n. Tiles one CTA
-// computed whole were stored by it. Four consecutive rows per thread (N % 4 == 0: all in or all out).
+// computed whole were stored by it. Four consecutive rows per thread, each stored only if it is < N.
 constexpr int kFixupMaxPieces = 64;
 template <typename T>
 __global__ void __launch_bounds__(256) stream_k_fixup_kernel(const float* __restrict__ partial, T* __restrict__ out,
@@ -102,11 +102,12 @@ __global__ void __launch_bounds__(256) stream_k_fixup_kernel(const float* __rest
       sum.z += v.z;
       sum.w += v.w;
     }
+    // Rows past N (Format B allows any N) are computed on clamped weights and never stored.
+    const float values[4] = {sum.x, sum.y, sum.z, sum.w};
     T* dst = out + static_cast<int64_t>(m) * n_total + n;
-    dst[0] = from_float<T>(sum.x);
-    dst[1] = from_float<T>(sum.y);
-    dst[2] = from_float<T>(sum.z);
-    dst[3] = from_float<T>(sum.w);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      if (n + i < n_total) dst[i] = from_float<T>(values[i]);
   }
 }
 

@@ -1,9 +1,10 @@
 """Run every W4A16 kernel once on small shapes, for compute-sanitizer:
 
-    compute-sanitizer --tool memcheck  python tests/w4a16/sanitize_w4a16.py
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python tests/w4a16/sanitize_w4a16.py
     compute-sanitizer --tool racecheck python tests/w4a16/sanitize_w4a16.py
 
-The shapes have N and K tails (N = 4 * 37, K = 64 * 21 or 128 * 11) and M tails, and one long-K shape
+The shapes have N and K tails (N = 4 * 37, and N = 149 in Format B; K = 64 * 21 or 128 * 11) and M
+tails, and one long-K shape
 so that the split-K paths (fp32 partials and their reduction) run too, and a wide one at M = 1 (the
 GEMV's grid of more than 2 CTAs per SM); on sm_90a one wide shape
 (N = 28672) gives wgmma_ws whole waves of tiles before its stream-K rest.
@@ -33,7 +34,10 @@ def main() -> None:
     for layout in ("v2", "v1"):
         for dtype in (torch.float16, torch.bfloat16):
             for g in (32, 64, 128):
-                for n, k in ((4 * 37, 64 * 21 if g != 128 else 128 * 11), (64, 8192)):
+                k_tail = 64 * 21 if g != 128 else 128 * 11
+                # Format B allows any N: N = 149 has a partial group of four rows (the fixup's unit).
+                shapes = ((4 * 37, k_tail), (64, 8192)) + (((149, k_tail),) if layout == "v1" else ())
+                for n, k in shapes:
                     packed = make_weight(n, k, g, dtype, layout)[:3]  # qweight, scales, zeros
                     for m in (1, 3, 12, 17, 70, 300, 600):
                         x = torch.randn(m, k, dtype=dtype, device="cuda")

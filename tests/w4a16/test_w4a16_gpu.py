@@ -209,6 +209,18 @@ def test_wgmma_odd_k_tiles(kernel: str, layout: str, dtype: torch.dtype) -> None
     check_rows(make_weight(4 * 37, k, 32, dtype, layout), (17, 64, 65, 200, 300), 32, layout, kernel, dtype, f"K={k}")
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [149, 150, 151])
+def test_v1_any_out_features(kernel: str, dtype: torch.dtype, n: int) -> None:
+    # Format B packs along K, so N need not be a multiple of 4: every kernel masks the rows past N, also
+    # where wgmma_ws cuts a tile along K (K = 128 * 11: 22 k tiles in two pieces on 132 SMs) and
+    # stream_k_fixup_kernel adds the pieces up four rows at a time.
+    require(kernel)
+    ms = (1, 5, 16, 17, 33, 64, 65, 300) if kernel not in ("gemv", "portable") else (1, 5, 16, 17, 33)
+    check_rows(make_weight(n, 128 * 11, 128, dtype, "v1"), ms, 128, "v1", kernel, dtype, f"N={n}")
+
+
 # Beyond M = 64 the wgmma CTA tile depends on the grid (w4a16.cu, wgmma_tile): on a 132-SM H100 / H200
 # these (N, M) pairs give 128 x 64 (few CTAs: M = 300), 128 x 128 (M = 8000, 1000, 100) and 256 x 128
 # (M = 15000, 2000, 200), all with partial last tiles. wgmma_ws (plan_wgmma_ws_tile) on 132 SMs: whole
