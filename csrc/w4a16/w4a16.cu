@@ -81,10 +81,14 @@ void check_group_size_common(const ArgChecker& c, int64_t k, int64_t group_size)
 void check_activations(const ArgChecker& c, const at::Tensor& x, const char* name) {
   c.dtype_in(x, name, {at::kHalf, at::kBFloat16});
   c.min_dim(x, name, 1);
+  c.check(x.size(-1) > 0, "argument '", name, "' must have a positive last dim (in_features K), got shape ",
+          x.sizes());
   c.contiguous(x, name);
 }
 
-// Format C: qweight int16 [N/4, K], scales and scaled zeros [Gp or K/G, N] in the activation dtype.
+// Format C: qweight int16 [N/4, K], scales and scaled zeros [Gp, N] in the activation dtype. Only the
+// padded Gp of spec §2.2 is accepted: it differs between the group sizes at every K, whereas K/G of one
+// group size can equal Gp of another (K = 256, 512), which would let a wrong group_size through.
 Problem validate_v2(const ArgChecker& c, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
                     const at::Tensor& zeros, int64_t group_size, const char* x_name, const char* q_name,
                     const char* s_name, const char* z_name) {
@@ -99,21 +103,21 @@ Problem validate_v2(const ArgChecker& c, const at::Tensor& x, const at::Tensor& 
   check_group_size_common(c, k, group_size);
   c.check(k % 64 == 0, "in_features K = ", k, " must be a multiple of 64 for the v2 layout");
   c.check(n <= (int64_t{1} << 30), "out_features N = ", n, " is too large");
-  const int64_t groups = k / group_size;
   const int64_t padded = 8 * zeros_width(k, group_size);
   for (const auto& [t, name] : {std::pair{&scales, s_name}, std::pair{&zeros, z_name}}) {
     c.same_dtype(*t, name, x, x_name);
     c.dim(*t, name, 2);
-    c.check((t->size(0) == padded || t->size(0) == groups) && t->size(1) == n, "argument '", name,
-            "' must have shape [Gp, N] = [", padded, ", ", n, "] (or [K/G, N] = [", groups, ", ", n,
-            "]) for K = ", k, ", G = ", group_size, ", got ", t->sizes());
+    c.check(t->size(0) == padded && t->size(1) == n, "argument '", name, "' must have shape [Gp, N] = [", padded,
+            ", ", n, "] for K = ", k, ", G = ", group_size, " (Gp = 8 * calculate_zeros_width(K, G)), got ",
+            t->sizes());
     c.contiguous(*t, name);
   }
   return Problem{Layout::kV2, x, &qweight, &scales, &zeros, x.numel() / k, n, k, group_size, n, n};
 }
 
-// Format B: qweight int32 [N, K/8], scales [N, Gp or K/G] in the activation dtype, qzeros int32
-// [N, Zw or ceil(K/G/8)].
+// Format B: qweight int32 [N, K/8] (any N), scales [N, Gp = 8 Zw] in the activation dtype, qzeros int32
+// [N, Zw]: the padded shapes only, as for Format C (and as the original, which derives its strides from K
+// and G, requires).
 Problem validate_v1(const ArgChecker& c, const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
                     const at::Tensor& qzeros, int64_t group_size, const char* x_name, const char* q_name,
                     const char* s_name, const char* z_name) {
@@ -127,19 +131,17 @@ Problem validate_v1(const ArgChecker& c, const at::Tensor& x, const at::Tensor& 
   const int64_t n = qweight.size(0);
   check_group_size_common(c, k, group_size);
   c.check(n <= (int64_t{1} << 30), "out_features N = ", n, " is too large");
-  const int64_t groups = k / group_size;
   const int64_t zw = zeros_width(k, group_size);
   c.same_dtype(scales, s_name, x, x_name);
   c.dim(scales, s_name, 2);
-  c.check(scales.size(0) == n && (scales.size(1) == 8 * zw || scales.size(1) == groups), "argument '", s_name,
-          "' must have shape [N, 8*Zw] = [", n, ", ", 8 * zw, "] (or [N, K/G] = [", n, ", ", groups,
-          "]) for K = ", k, ", G = ", group_size, ", got ", scales.sizes());
+  c.check(scales.size(0) == n && scales.size(1) == 8 * zw, "argument '", s_name, "' must have shape [N, 8*Zw] = [",
+          n, ", ", 8 * zw, "] for K = ", k, ", G = ", group_size, " (Zw = calculate_zeros_width(K, G)), got ",
+          scales.sizes());
   c.contiguous(scales, s_name);
   c.dtype(qzeros, z_name, at::kInt);
   c.dim(qzeros, z_name, 2);
-  c.check(qzeros.size(0) == n && (qzeros.size(1) == zw || qzeros.size(1) == (groups + 7) / 8), "argument '",
-          z_name, "' must have shape [N, Zw] = [", n, ", ", zw, "] for K = ", k, ", G = ", group_size, ", got ",
-          qzeros.sizes());
+  c.check(qzeros.size(0) == n && qzeros.size(1) == zw, "argument '", z_name, "' must have shape [N, Zw] = [", n, ", ",
+          zw, "] for K = ", k, ", G = ", group_size, ", got ", qzeros.sizes());
   c.contiguous(qzeros, z_name);
   return Problem{Layout::kV1,   x, &qweight, &scales, &qzeros, x.numel() / k, n, k, group_size, scales.size(1),
                  qzeros.size(1)};

@@ -171,6 +171,46 @@ def test_v2_group_size_must_match_scales() -> None:
         ops.w4a16_gemm(*v2_args(), group_size=32)
 
 
+@pytest.mark.parametrize(("k", "packed_g", "called_g"), [(256, 128, 32), (256, 32, 128), (512, 128, 64),
+                                                         (512, 64, 128), (512, 64, 32), (512, 32, 64)])
+def test_group_size_must_match_padded_shapes(k: int, packed_g: int, called_g: int) -> None:
+    # At K = 256 and 512, K/G of one group size equals the padded Gp of another: only the padded shapes
+    # (spec §2.2) are accepted, and those differ between group sizes, so a wrong group_size is an error.
+    v2 = v2_args(k=k, g=packed_g)
+    with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'scales' must have shape \\[Gp, N\\]"):
+        ops.w4a16_gemm(*v2, group_size=called_g)
+    with pytest.raises(RuntimeError, match="gemv_forward_cuda_new: argument 'scaling_factors' must have shape"):
+        aie.gemv_forward_cuda_new(*v2, M, N, k, called_g)
+    unpadded = [v2[0], v2[1], v2[2][: k // packed_g], v2[3][: k // packed_g]]
+    if k // packed_g != v2[2].shape[0]:
+        with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'scales' must have shape \\[Gp, N\\]"):
+            ops.w4a16_gemm(*unpadded, group_size=packed_g)
+    zw = v2[2].shape[0] // 8
+    x = torch.randn(M, k, dtype=torch.float16)
+    v1 = [x, torch.zeros(N, k // 8, dtype=torch.int32), torch.rand(N, 8 * zw, dtype=torch.float16),
+          torch.zeros(N, zw, dtype=torch.int32)]
+    with pytest.raises(RuntimeError, match="gemv_forward_cuda: argument 'scaling_factors' must have shape"):
+        aie.gemv_forward_cuda(*v1, called_g)
+    with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'scales' must have shape \\[N, 8\\*Zw\\]"):
+        ops.w4a16_gemm(*v1, group_size=called_g, layout="v1")
+
+
+def test_zero_in_features_names_the_argument() -> None:
+    x = torch.randn(M, 0, dtype=torch.float16)
+    q2, q1 = torch.zeros(N // 4, 0, dtype=torch.int16), torch.zeros(N, 0, dtype=torch.int32)
+    s2, s1, z1 = torch.zeros(8, N, dtype=torch.float16), torch.zeros(N, 8, dtype=torch.float16), torch.zeros(
+        N, 1, dtype=torch.int32)
+    message = "argument 'in_feats' must have a positive last dim"
+    with pytest.raises(RuntimeError, match="gemm_forward_cuda_new: " + message):
+        aie.gemm_forward_cuda_new(x, q2, s2, s2)
+    with pytest.raises(RuntimeError, match="gemv_forward_cuda_new: " + message):
+        aie.gemv_forward_cuda_new(x, q2, s2, s2, M, N, 0, G)
+    with pytest.raises(RuntimeError, match="awq_w4a16_gemm: " + message):
+        ops.w4a16_gemm(x, q2, s2, s2, group_size=G)
+    with pytest.raises(RuntimeError, match="gemm_forward_cuda: " + message):
+        aie.gemm_forward_cuda(x, q1, s1, z1, G, 8)
+
+
 # ---- awq_w4a16_gemm / ops.w4a16_gemm
 
 def test_new_op_bad_strings() -> None:
