@@ -200,8 +200,10 @@ at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, cons
     c.shape(lengths, "length_per_sample_", {batch}, "[B]");
     c.contiguous(lengths, "length_per_sample_");
   } else {
-    c.check(timestep >= 0 && timestep < std::numeric_limits<int32_t>::max(),
-            "argument 'timestep' must be in [0, 2^31 - 1), got ", timestep);
+    // The kernels walk positions in int32, a chunk (<= kScoreCapacity positions) past the new one.
+    constexpr int64_t kMaxTimestep = std::numeric_limits<int32_t>::max() - 1 - attention::kScoreCapacity;
+    c.check(timestep >= 0 && timestep <= kMaxTimestep, "argument 'timestep' must be in [0, ", kMaxTimestep, "], got ",
+            timestep);
   }
   if (alibi_slopes_.has_value()) {
     const at::Tensor& slopes = *alibi_slopes_;

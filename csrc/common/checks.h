@@ -69,13 +69,13 @@ class ArgChecker {
           t.sizes());
   }
 
-  // The last dimension of a row-wise input [..., hidden]: at least 1-D, 1 <= hidden < 2^31 (the
-  // kernels index within a row in 32 bits).
+  // The last dimension of a row-wise input [..., hidden]: at least 1-D, 1 <= hidden <= 2^30 (the
+  // kernels index within a row in 32 bits, and a loop index one block past the row must not overflow).
   int64_t hidden_size(const at::Tensor& t, const char* name) const {
     min_dim(t, name, 1);
     const int64_t hidden = t.size(-1);
-    check(hidden > 0 && hidden <= std::numeric_limits<int32_t>::max(), "argument '", name,
-          "' must have a last dimension in [1, 2^31), got shape ", t.sizes());
+    check(hidden > 0 && hidden <= (int64_t{1} << 30), "argument '", name,
+          "' must have a last dimension in [1, 2^30], got shape ", t.sizes());
     return hidden;
   }
 

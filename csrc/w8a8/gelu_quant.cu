@@ -3,6 +3,7 @@
 //   g_i = 0.5 x (1 + tanh(0.79788456 x (1 + 0.044715 x²)));  tmp_i = fp16(g_i)
 //   A = max_i |g_i| (a true abs: the original's max(g > 1e-4 ? g : -g) ignores tiny positive g);
 //   scale_out[t] = fp16(A/127);  q_i = int8_rn_sat(g_i * (127/A))   (A = 0: scale 0, codes 0)
+#include <ATen/MemoryOverlap.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -86,6 +87,10 @@ void gelu_and_quant(const at::Tensor& out, const at::Tensor& input, const at::Te
   c.contiguous(tmp, "tmp");
   c.check(tmp.numel() >= input.numel(), "argument 'tmp' must have at least as many elements as 'input' (",
           input.numel(), "), got shape ", tmp.sizes());
+  // tmp receives the GELU values while the input of a long row is still being read (vectors past the
+  // kernel's register cache are recomputed from it).
+  c.check(at::get_overlap_status(tmp, input) == at::MemOverlapStatus::No,
+          "arguments 'tmp' and 'input' overlap in memory (tmp is written while input is read: pass disjoint tensors)");
   c.cuda(input, "input", {{&out, "out"}, {&scale_out, "scale_out"}, {&tmp, "tmp"}});
   if (rows == 0) return;
 

@@ -324,10 +324,12 @@ void w8a8_gemm(const char* op, const GemmArgs& args, c10::string_view kernel = "
   }
 #endif
   // mma.sync: the large tile only when M is large and its tiles fill the GPU, alone or split along
-  // a long K; else the medium tile (which also splits K when its tiles do not fill the GPU either).
+  // a long K, and where its 120 KiB of shared memory fit (not on sm_86 / sm_89 / sm_120: 99 KiB); else
+  // the medium tile (which also splits K when its tiles do not fill the GPU either).
+  const bool large_fits = static_cast<size_t>(LargeConfig::kSmemBytes) <= prop.sharedMemPerBlockOptin;
   if (M <= 16) {
     launch<SmallConfig>(c, args, M, N, K, split_k_count<SmallConfig>(M, N, K, sms), prop, stream);
-  } else if (M <= 128 || (tile_count<LargeConfig>(M, N) < sms && large_splits == 1)) {
+  } else if (!large_fits || M <= 128 || (tile_count<LargeConfig>(M, N) < sms && large_splits == 1)) {
     launch<MediumConfig>(c, args, M, N, K, split_k_count<MediumConfig>(M, N, K, sms), prop, stream);
   } else {
     launch<LargeConfig>(c, args, M, N, K, large_splits, prop, stream);

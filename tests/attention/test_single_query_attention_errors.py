@@ -88,6 +88,8 @@ BREAKAGES: list[tuple[str, Callable[[dict], None], str]] = [
      r"argument 'alibi_slopes_' must be contiguous"),
     ("timestep_negative", lambda a: a.update(timestep=-1), r"argument 'timestep' must be in"),
     ("timestep_huge", lambda a: a.update(timestep=2**31), r"argument 'timestep' must be in"),
+    ("timestep_near_int_max", lambda a: a.update(timestep=2**31 - 2),
+     r"argument 'timestep' must be in \[0, 2147475454\]"),
     ("rotary_odd", lambda a: a.update(rotary_embedding_dim=31), r"argument 'rotary_embedding_dim' must be even"),
     ("rotary_too_big", lambda a: a.update(rotary_embedding_dim=DH + 2), r"argument 'rotary_embedding_dim' must be"),
     ("rotary_negative", lambda a: a.update(rotary_embedding_dim=-2), r"argument 'rotary_embedding_dim' must be"),

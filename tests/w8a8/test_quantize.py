@@ -251,7 +251,7 @@ def _h(*shape: int) -> torch.Tensor:
     [
         (_i8(4, 8), torch.randn(4, 8).double(), _h(4), r"invoke_quant: argument 'input' must have dtype one of"),
         (_i8(4, 8), torch.randn(8, 4).t(), _h(4), r"argument 'input' must be contiguous"),
-        (_i8(4, 0), torch.randn(4, 0), _h(4), r"argument 'input' must have a last dimension in \[1, 2\^31\)"),
+        (_i8(4, 0), torch.randn(4, 0), _h(4), r"argument 'input' must have a last dimension in \[1, 2\^30\]"),
         (_h(4, 8), torch.randn(4, 8), _h(4), r"argument 'out' must have dtype Char"),
         (_i8(4, 7), torch.randn(4, 8), _h(4), r"argument 'out' must have as many elements as 'input'"),
         (_i8(8, 4).t(), torch.randn(4, 8), _h(4), r"argument 'out' must be contiguous"),
@@ -319,3 +319,12 @@ def test_rms_norm_general_errors(over: dict, match: str) -> None:
 def test_gelu_and_quant_errors(out, x, scale, tmp, match: str) -> None:
     with pytest.raises(RuntimeError, match=match):
         awq_inference_engine.gelu_and_quant(out, x, scale, tmp)
+
+
+def test_gelu_and_quant_tmp_must_not_overlap_input() -> None:
+    # tmp receives the GELU values while long rows are still read from input: aliasing is an error.
+    buffer = _h(48)
+    x = buffer[:32].view(4, 8)
+    for tmp in (x, buffer[16:]):
+        with pytest.raises(RuntimeError, match="gelu_and_quant: arguments 'tmp' and 'input' overlap in memory"):
+            awq_inference_engine.gelu_and_quant(_i8(4, 8), x, _h(4), tmp)
