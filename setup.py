@@ -12,9 +12,19 @@ import os
 import sys
 from pathlib import Path
 
+import setuptools
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
+
+# pyproject.toml's license metadata (PEP 639) needs setuptools >= 77; with --no-build-isolation pip
+# uses this environment's setuptools, whose error would not say so.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.exit(
+        f"error: awq-kernels needs setuptools >= 77 to build, this environment has {setuptools.__version__}.\n"
+        "With --no-build-isolation pip builds with the environment's setuptools: upgrade it first:\n"
+        "  pip install -U 'setuptools>=77' wheel ninja"
+    )
 
 
 def _load_build_env():

@@ -9,8 +9,9 @@ Needs only the installed package and torch. It checks, in this order:
    holds exactly those archs; that bfloat16 kernels were compiled in.
 2. With a GPU visible: that the build has code the GPU can run, then every op the build implements
    on small shapes against a float64 torch reference (fresh random inputs; outputs poisoned before
-   each call). Ops not implemented in this build (the dispatcher has no CUDA kernel for them) are
-   listed, not failed; an implemented op without a check here fails, so none goes untested.
+   each call). An op without a CUDA kernel in this build fails (a release build has them all;
+   --allow-missing-ops lists them instead, for a partial development build); an implemented op
+   without a check here fails too, so none goes untested.
 
 Exit status 0 when everything that could run passed. `--expect-archs` replaces the recipe's arch
 list (for builds made with another TORCH_CUDA_ARCH_LIST).
@@ -637,6 +638,8 @@ def run_gpu_checks(ops_by_namespace: dict[str, list[str]]) -> tuple[list[str], l
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expect-archs", help="';'-separated archs the build must have (default: the recipe's)")
+    parser.add_argument("--allow-missing-ops", action="store_true",
+                        help="list the ops without a CUDA kernel instead of failing (partial development builds)")
     args = parser.parse_args(argv)
     expected_archs = args.expect_archs.split(";") if args.expect_archs else None
     print(f"awq-kernels {awq_kernels.__version__} from {Path(awq_kernels.__file__).parent}")
@@ -656,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[ops] implemented in this build: {', '.join(implemented_ops) or 'none'}")
     if not_implemented:
         print(f"[ops] NOT implemented in this build (calls raise NotImplementedError): {', '.join(not_implemented)}")
+        if not args.allow_missing_ops:
+            print("  FAIL: a release build has a CUDA kernel for every op (--allow-missing-ops for a partial build)")
+            failures += 1
     if not torch.cuda.is_available():
         print(
             "[gpu] SKIPPED the GPU kernel checks: no CUDA device is visible (torch.cuda.is_available() is "

@@ -8,6 +8,8 @@ and the fix.
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,15 @@ def test_conda_build_prefix_supplies_headers_and_cudart(tmp_path: Path) -> None:
     environ = {"CUDA_HOME": str(build_prefix), "CONDA_BUILD": "1", "PREFIX": str(tmp_path / "host_env")}
     toolkit = find(tmp_path, environ=environ)
     assert target / "include" in toolkit.include_dirs and toolkit.cudart_dir == target / "lib"
+
+
+def test_setup_py_names_the_setuptools_floor() -> None:
+    """pip --no-build-isolation builds with the environment's setuptools: one older than pyproject.toml's
+    license metadata needs (77) stops setup.py with the fix, before anything else."""
+    setup_py = Path(__file__).resolve().parents[1] / "setup.py"
+    script = ("import runpy, setuptools, sys; setuptools.__version__ = '75.8.0'; sys.argv = ['setup.py', '--version'];"
+              f"runpy.run_path({str(setup_py)!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "needs setuptools >= 77" in result.stderr and "this environment has 75.8.0" in result.stderr
+    assert "pip install -U 'setuptools>=77'" in result.stderr

@@ -76,9 +76,12 @@ def test_each_variant_ties_nvcc_to_the_cuda_version_pin(rendered):
 def test_each_variant_builds_against_the_cuda_pytorch(rendered):
     for variant, recipe in rendered:
         host, run = recipe["requirements"]["host"], recipe["requirements"]["run"]
-        assert "pytorch * cuda*" in host and "pytorch * cuda*" in run
+        # conda-forge's CUDA pytorch builds start their build string with cuda<major><minor>_: the
+        # pytorch of exactly the variant's CUDA minor, at build and at run time.
+        cuda_pytorch = f"pytorch * cuda{variant['cuda_compiler_version'].replace('.', '')}*"
+        assert cuda_pytorch in host and cuda_pytorch in run, (host, run)
         assert f"pytorch {variant['pytorch']}" in host, host  # the variant's pin, applied as conda-build does
-        assert all(spec in ("pytorch", "pytorch * cuda*") for spec in _find(run, "pytorch"))
+        assert all(spec in ("pytorch", cuda_pytorch) for spec in _find(run, "pytorch"))
 
 
 def test_build_string_carries_cuda_and_pytorch(rendered):
@@ -199,11 +202,12 @@ def _raw_requirements() -> list[str]:
 
 def test_lint_no_pins_on_globally_pinned_names():
     specs = _raw_requirements()
-    assert "pytorch * cuda*" in specs and "python" in specs
+    cuda_build = "* cuda{{ cuda_compiler_version|replace('.', '') }}*"
+    assert f"pytorch {cuda_build}" in specs and "python" in specs
     for spec in specs:
         name = spec.split()[0]
         if name in GLOBALLY_PINNED:
-            assert spec in (name, f"{name} * cuda*"), f"{spec!r}: the variant (global pinning) decides its version"
+            assert spec in (name, f"{name} {cuda_build}"), f"{spec!r}: the variant (global pinning) decides its version"
 
 
 def test_lint_space_separated_specs(rendered):
