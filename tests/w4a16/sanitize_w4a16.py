@@ -4,10 +4,9 @@
     compute-sanitizer --tool racecheck python tests/w4a16/sanitize_w4a16.py
 
 The shapes have N and K tails (N = 4 * 37, and N = 149 in Format B; K = 64 * 21 or 128 * 11) and M
-tails, and one long-K shape
-so that the split-K paths (fp32 partials and their reduction) run too, and a wide one at M = 1 (the
-GEMV's grid of more than 2 CTAs per SM); on sm_90a one wide shape
-(N = 28672) gives wgmma_ws whole waves of tiles before its stream-K rest.
+tails, one long-K shape so that the split-K paths (fp32 partials and their reduction) run too, and a
+wide one at M = 1 (the GEMV's grid of more than 2 CTAs per SM); on sm_90a one wide shape (N = 28672)
+gives wgmma_ws whole waves of tiles before its stream-K rest.
 """
 
 from __future__ import annotations

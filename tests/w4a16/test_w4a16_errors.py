@@ -181,10 +181,10 @@ def test_group_size_must_match_padded_shapes(k: int, packed_g: int, called_g: in
         ops.w4a16_gemm(*v2, group_size=called_g)
     with pytest.raises(RuntimeError, match="gemv_forward_cuda_new: argument 'scaling_factors' must have shape"):
         aie.gemv_forward_cuda_new(*v2, M, N, k, called_g)
+    # The unpadded [K/G, N] of the right group size (fewer rows than Gp in every case here) is refused too.
     unpadded = [v2[0], v2[1], v2[2][: k // packed_g], v2[3][: k // packed_g]]
-    if k // packed_g != v2[2].shape[0]:
-        with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'scales' must have shape \\[Gp, N\\]"):
-            ops.w4a16_gemm(*unpadded, group_size=packed_g)
+    with pytest.raises(RuntimeError, match="awq_w4a16_gemm: argument 'scales' must have shape \\[Gp, N\\]"):
+        ops.w4a16_gemm(*unpadded, group_size=packed_g)
     zw = v2[2].shape[0] // 8
     x = torch.randn(M, k, dtype=torch.float16)
     v1 = [x, torch.zeros(N, k // 8, dtype=torch.int32), torch.rand(N, 8 * zw, dtype=torch.float16),
